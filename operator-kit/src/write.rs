@@ -1,0 +1,381 @@
+//! How an operator writes to an object that another operator writes too.
+//!
+//! Three strategies, chosen by `--conflict-strategy`:
+//! - [`ConflictStrategy::Lazy`]: PUT the cached copy with its `resourceVersion`; a 409 goes
+//!   back to the controller, which requeues and runs the whole reconcile again.
+//! - [`ConflictStrategy::Retry`]: client-go's `retry.RetryOnConflict`: on 409 re-read the
+//!   object from the API server, re-apply the same change, PUT again, with backoff.
+//! - [`ConflictStrategy::Apply`]: server-side apply with the operator's field manager,
+//!   sending only the fields it owns: no `resourceVersion`, so no optimistic-lock conflict.
+//!
+//! Every strategy compares before writing: a change the object already has sends nothing.
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::backoff::Backoff;
+use crate::errors::{ErrorClass, classify};
+use crate::metrics::{WriteLabels, WriteMetrics, WriteResultLabels};
+
+/// How conflicting writes are handled.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ConflictStrategy {
+    /// Return the 409 to the controller (it requeues).
+    Lazy,
+    /// Re-read, re-apply and retry with this backoff.
+    Retry(Backoff),
+    /// Server-side apply with one field manager per operator.
+    Apply,
+}
+
+impl ConflictStrategy {
+    /// `lazy`, `retry` or `apply`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ConflictStrategy::Lazy => "lazy",
+            ConflictStrategy::Retry(_) => "retry",
+            ConflictStrategy::Apply => "apply",
+        }
+    }
+}
+
+/// Which part of the object a change goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The object itself (`spec`, `metadata`).
+    Main,
+    /// The `status` subresource.
+    Status,
+}
+
+/// A change one operator wants on one object, in the two forms the strategies need.
+pub struct Change<'a, K> {
+    pub target: Target,
+    /// Makes the change on a full copy of the object; returns `false` when the copy already
+    /// had it. Must be idempotent: the retry strategy calls it again on a fresh copy.
+    pub mutate: &'a (dyn Fn(&mut K) -> bool + Send + Sync),
+    /// The fields this operator owns, as a partial object without `apiVersion`, `kind`
+    /// and `metadata.name` (added here), for server-side apply.
+    pub apply: Value,
+}
+
+/// A write that completed.
+#[derive(Debug)]
+pub enum WriteOutcome<K> {
+    /// The object already had the change; nothing was sent.
+    Unchanged,
+    /// The change was written in `attempts` requests; `object` is what the server returned.
+    Written { object: Box<K>, attempts: u32 },
+    /// The object no longer exists (retry strategy re-read it as NotFound).
+    Gone,
+}
+
+impl<K> WriteOutcome<K> {
+    pub fn is_written(&self) -> bool {
+        matches!(self, WriteOutcome::Written { .. })
+    }
+}
+
+/// A write that failed; for a conflict after the last retry, `source` is that last 409.
+#[derive(Debug, thiserror::Error)]
+#[error("writing {resource} {name} ({strategy}, {attempts} attempts): {source}")]
+pub struct WriteError {
+    pub resource: String,
+    pub name: String,
+    pub strategy: &'static str,
+    pub attempts: u32,
+    #[source]
+    pub source: kube::Error,
+}
+
+impl WriteError {
+    pub fn class(&self) -> ErrorClass {
+        classify(&self.source)
+    }
+    pub fn is_conflict(&self) -> bool {
+        self.class() == ErrorClass::Conflict
+    }
+}
+
+/// Writes changes with one strategy and one field manager, counting what it does.
+#[derive(Clone, Debug)]
+pub struct Writer {
+    strategy: ConflictStrategy,
+    field_manager: String,
+    metrics: Option<Arc<WriteMetrics>>,
+}
+
+impl Writer {
+    pub fn new(strategy: ConflictStrategy, field_manager: impl Into<String>) -> Self {
+        Self {
+            strategy,
+            field_manager: field_manager.into(),
+            metrics: None,
+        }
+    }
+
+    pub fn with_metrics(mut self, metrics: Arc<WriteMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    pub fn strategy(&self) -> ConflictStrategy {
+        self.strategy
+    }
+
+    pub fn field_manager(&self) -> &str {
+        &self.field_manager
+    }
+
+    /// Writes `change` to the object `cached` (a copy from the reflector cache).
+    pub async fn write<K>(
+        &self,
+        api: &Api<K>,
+        cached: &K,
+        change: &Change<'_, K>,
+    ) -> Result<WriteOutcome<K>, WriteError>
+    where
+        K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+    {
+        let resource = resource_label::<K>(change.target);
+        let name = cached.name_any();
+        let fail = |attempts: u32, source: kube::Error| WriteError {
+            resource: resource.clone(),
+            name: name.clone(),
+            strategy: self.strategy.name(),
+            attempts,
+            source,
+        };
+
+        // Compare before writing: a no-op write still costs the API server a request,
+        // a new resourceVersion, and a watch event to every watcher.
+        let mut desired = cached.clone();
+        if !(change.mutate)(&mut desired) {
+            self.count_skip(&resource);
+            self.count_result(&resource, "unchanged");
+            return Ok(WriteOutcome::Unchanged);
+        }
+
+        let result = match self.strategy {
+            ConflictStrategy::Lazy => match self.put(api, &name, change.target, &desired).await {
+                Ok(object) => Ok(WriteOutcome::Written {
+                    object: Box::new(object),
+                    attempts: 1,
+                }),
+                Err(e) => {
+                    self.count_conflict_if(&resource, &e);
+                    Err(fail(1, e))
+                }
+            },
+            ConflictStrategy::Retry(backoff) => self
+                .retry_on_conflict(api, &name, change, desired, backoff, &resource)
+                .await
+                .map_err(|(attempts, e)| fail(attempts, e)),
+            ConflictStrategy::Apply => {
+                let body = apply_body::<K>(&name, &change.apply);
+                let params = PatchParams::apply(&self.field_manager).force();
+                let sent = match change.target {
+                    Target::Main => api.patch(&name, &params, &Patch::Apply(&body)).await,
+                    Target::Status => api.patch_status(&name, &params, &Patch::Apply(&body)).await,
+                };
+                match sent {
+                    Ok(object) => Ok(WriteOutcome::Written {
+                        object: Box::new(object),
+                        attempts: 1,
+                    }),
+                    Err(e) => {
+                        self.count_conflict_if(&resource, &e);
+                        Err(fail(1, e))
+                    }
+                }
+            }
+        };
+        match &result {
+            Ok(WriteOutcome::Written { .. }) => self.count_result(&resource, "written"),
+            Ok(WriteOutcome::Unchanged) => self.count_result(&resource, "unchanged"),
+            Ok(WriteOutcome::Gone) => self.count_result(&resource, "gone"),
+            Err(e) => self.count_result(&resource, e.class().as_str()),
+        }
+        result
+    }
+
+    /// client-go's `RetryOnConflict`: the first attempt writes the cached copy; each 409
+    /// is followed by a backoff sleep, a fresh GET from the API server (not the cache) and
+    /// the same change on that copy. NotFound ends cleanly; any other error returns at
+    /// once; when the steps run out, the last 409 is returned.
+    async fn retry_on_conflict<K>(
+        &self,
+        api: &Api<K>,
+        name: &str,
+        change: &Change<'_, K>,
+        first: K,
+        mut backoff: Backoff,
+        resource: &str,
+    ) -> Result<WriteOutcome<K>, (u32, kube::Error)>
+    where
+        K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+    {
+        let mut attempts = 0;
+        let mut desired = Some(first);
+        let mut last_conflict = None;
+        while backoff.steps > 0 {
+            let object = match desired.take() {
+                Some(object) => object,
+                None => {
+                    self.count_retry(resource);
+                    let mut fresh = match api.get(name).await {
+                        Ok(fresh) => fresh,
+                        Err(e) if classify(&e) == ErrorClass::NotFound => {
+                            return Ok(WriteOutcome::Gone);
+                        }
+                        Err(e) => return Err((attempts, e)),
+                    };
+                    if !(change.mutate)(&mut fresh) {
+                        // Someone else made the same change meanwhile.
+                        return Ok(WriteOutcome::Unchanged);
+                    }
+                    fresh
+                }
+            };
+            attempts += 1;
+            match self.put(api, name, change.target, &object).await {
+                Ok(object) => {
+                    return Ok(WriteOutcome::Written {
+                        object: Box::new(object),
+                        attempts,
+                    });
+                }
+                Err(e) => match classify(&e) {
+                    ErrorClass::Conflict => {
+                        self.count_conflict_if(resource, &e);
+                        tracing::debug!(%name, attempts, "conflict, re-reading and retrying");
+                        last_conflict = Some(e);
+                    }
+                    ErrorClass::NotFound => return Ok(WriteOutcome::Gone),
+                    _ => return Err((attempts, e)),
+                },
+            }
+            if backoff.steps == 1 {
+                break;
+            }
+            tokio::time::sleep(backoff.step()).await;
+        }
+        Err((
+            attempts,
+            last_conflict.expect("the loop runs at least once and ends on a conflict"),
+        ))
+    }
+
+    async fn put<K>(&self, api: &Api<K>, name: &str, target: Target, object: &K) -> kube::Result<K>
+    where
+        K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+    {
+        let params = PostParams {
+            dry_run: false,
+            field_manager: Some(self.field_manager.clone()),
+        };
+        match target {
+            Target::Main => api.replace(name, &params, object).await,
+            Target::Status => api.replace_status(name, &params, object).await,
+        }
+    }
+
+    fn labels(&self, resource: &str) -> WriteLabels {
+        WriteLabels {
+            resource: resource.to_owned(),
+            strategy: self.strategy.name(),
+        }
+    }
+
+    fn count_conflict_if(&self, resource: &str, e: &kube::Error) {
+        if let Some(m) = &self.metrics
+            && classify(e) == ErrorClass::Conflict
+        {
+            m.conflicts.get_or_create(&self.labels(resource)).inc();
+        }
+    }
+
+    fn count_retry(&self, resource: &str) {
+        if let Some(m) = &self.metrics {
+            m.retries.get_or_create(&self.labels(resource)).inc();
+        }
+    }
+
+    fn count_skip(&self, resource: &str) {
+        if let Some(m) = &self.metrics {
+            m.skipped.get_or_create(&self.labels(resource)).inc();
+        }
+    }
+
+    fn count_result(&self, resource: &str, result: &'static str) {
+        if let Some(m) = &self.metrics {
+            m.writes
+                .get_or_create(&WriteResultLabels {
+                    resource: resource.to_owned(),
+                    strategy: self.strategy.name(),
+                    result,
+                })
+                .inc();
+        }
+    }
+}
+
+fn resource_label<K: Resource<DynamicType = ()>>(target: Target) -> String {
+    let plural = K::plural(&());
+    match target {
+        Target::Main => plural.into_owned(),
+        Target::Status => format!("{plural}/status"),
+    }
+}
+
+/// `apply` plus the `apiVersion`, `kind` and `metadata.name` server-side apply requires.
+fn apply_body<K: Resource<DynamicType = ()>>(name: &str, apply: &Value) -> Value {
+    let mut body = match apply {
+        Value::Object(map) => Value::Object(map.clone()),
+        _ => Value::Object(Default::default()),
+    };
+    body["apiVersion"] = K::api_version(&()).into();
+    body["kind"] = K::kind(&()).into();
+    if !body["metadata"].is_object() {
+        body["metadata"] = Value::Object(Default::default());
+    }
+    body["metadata"]["name"] = name.into();
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use serde_json::json;
+
+    #[test]
+    fn apply_body_names_the_object_and_keeps_only_the_given_fields() {
+        let body = apply_body::<ConfigMap>("cm", &json!({"data": {"a": "1"}}));
+        assert_eq!(
+            body,
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}, "data": {"a": "1"}})
+        );
+    }
+
+    #[test]
+    fn resource_labels_name_the_subresource() {
+        assert_eq!(resource_label::<ConfigMap>(Target::Main), "configmaps");
+        assert_eq!(
+            resource_label::<ConfigMap>(Target::Status),
+            "configmaps/status"
+        );
+    }
+
+    #[test]
+    fn strategy_names_are_the_flag_values() {
+        assert_eq!(ConflictStrategy::Lazy.name(), "lazy");
+        assert_eq!(ConflictStrategy::Retry(Backoff::default()).name(), "retry");
+        assert_eq!(ConflictStrategy::Apply.name(), "apply");
+    }
+}

@@ -1,0 +1,115 @@
+//! NodePool: a pool of identical nodes with a desired size. nodepool-operator owns its
+//! status; autoscaler-operator (or a person, or `kubectl scale`) writes `spec.replicas`.
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Taint;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::condition::{self, Condition};
+
+/// A pool of nodes that nodepool-operator keeps at `replicas`.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "nodepool.dev",
+    version = "v1alpha1",
+    kind = "NodePool",
+    doc = "A pool of identical nodes that nodepool-operator keeps at spec.replicas.",
+    plural = "nodepools",
+    shortname = "np",
+    category = "nodepools",
+    status = "NodePoolStatus",
+    derive = "PartialEq",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Desired", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(name = "Current", type_ = "integer", json_path = ".status.replicas"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct NodePoolSpec {
+    /// Desired number of nodes.
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: i32,
+    /// What every node of the pool looks like.
+    pub template: NodeTemplate,
+}
+
+/// The shape of each node in a pool.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeTemplate {
+    /// Labels put on each node, besides `nodepool.dev/pool`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Taints put on each node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taints: Vec<Taint>,
+    /// Capacity (and allocatable) of each node.
+    pub capacity: NodeCapacity,
+}
+
+/// Resources one node offers, as Kubernetes quantities.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeCapacity {
+    /// CPU cores, e.g. `2` or `1500m`.
+    pub cpu: Quantity,
+    /// Memory, e.g. `8Gi`.
+    pub memory: Quantity,
+    /// Maximum pods, e.g. `110`.
+    pub pods: Quantity,
+}
+
+impl Default for NodeCapacity {
+    fn default() -> Self {
+        Self {
+            cpu: Quantity("2".into()),
+            memory: Quantity("8Gi".into()),
+            pods: Quantity("110".into()),
+        }
+    }
+}
+
+/// What nodepool-operator observed, written through the status subresource.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodePoolStatus {
+    /// Nodes of the pool that exist.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Nodes of the pool that are Ready.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Label selector of the pool's nodes, for the scale subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// The `.metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// When a node was last added or removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<Time>,
+    /// `Ready` and `Scaling`.
+    #[serde(default)]
+    #[schemars(schema_with = "condition::list_map_schema")]
+    pub conditions: Vec<Condition>,
+}
+
+impl NodePool {
+    /// The label selector (`nodepool.dev/pool=<name>`) that matches this pool's nodes.
+    pub fn node_selector(name: &str) -> String {
+        format!("{}={}", crate::POOL_LABEL, name)
+    }
+}
