@@ -323,11 +323,7 @@ pub fn unique_name(prefix: &str) -> String {
 fn unique_suffix() -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{}{n}", rand::random::<u32>() % 0xffff_ff)
-        .chars()
-        .take(10)
-        .collect::<String>()
-        + &format!("{:x}", std::process::id() % 0xfff)
+    format!("{:06x}{n:x}", rand::random::<u32>() & 0x00ff_ffff)
 }
 
 /// The directory with etcd, kube-apiserver, kubectl and helm (built or found by

@@ -14,6 +14,7 @@ use crate::condition::{self, Condition};
     kind = "Autoscaler",
     doc = "Sizes one NodePool from the demand of the pods that target it.",
     plural = "autoscalers",
+    shortname = "as",
     shortname = "nas",
     category = "nodepools",
     status = "AutoscalerStatus",

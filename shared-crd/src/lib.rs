@@ -1,6 +1,8 @@
 //! The API both operators share: the `NodePool` and `Autoscaler` custom resources
 //! (group `nodepool.dev`, version `v1alpha1`), and the names both sides must agree on.
 #![forbid(unsafe_code)]
+// `#[kube(printcolumn(type_ = ..))]` repeats keys by design; clippy takes them for attributes.
+#![allow(clippy::duplicated_attributes)]
 
 pub mod autoscaler;
 pub mod condition;

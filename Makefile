@@ -1,0 +1,58 @@
+# Everything a developer or CI runs. `make help` lists the targets.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+# The local control plane (`make cluster-up`) writes its kubeconfig here.
+LOCAL_KUBECONFIG := $(CURDIR)/.kube/config
+ASSETS = $(shell hack/control-plane.sh)
+KUBECTL = $(ASSETS)/kubectl --kubeconfig $(LOCAL_KUBECONFIG)
+
+.PHONY: help
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+.PHONY: assets
+assets: ## Build or fetch etcd, kube-apiserver, kubectl and helm into ~/.cache (once)
+	@hack/control-plane.sh >/dev/null
+
+.PHONY: build
+build: ## Build every crate
+	$(CARGO) build --workspace --all-targets
+
+.PHONY: fmt-check
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+.PHONY: clippy
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+.PHONY: test
+test: assets fmt-check clippy ## fmt, clippy, unit and integration tests on a local control plane
+	$(CARGO) test --workspace --no-fail-fast
+
+.PHONY: crds
+crds: ## Regenerate deploy/crds from the Rust types
+	$(CARGO) run -q -p shared-crd --bin crdgen -- deploy/crds
+
+.PHONY: cluster-up
+cluster-up: assets ## Start a persistent local control plane; kubeconfig in .kube/config
+	$(CARGO) run -q -p e2e --bin local-cluster -- --kubeconfig $(LOCAL_KUBECONFIG) up
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local control plane and remove its data
+	$(CARGO) run -q -p e2e --bin local-cluster -- --kubeconfig $(LOCAL_KUBECONFIG) down
+
+.PHONY: demo
+demo: cluster-up ## Local control plane plus the sample NodePool and Autoscaler
+	$(KUBECTL) apply -f deploy/samples/
+	$(KUBECTL) get nodepools,autoscalers
+	@echo
+	@echo "The local control plane keeps running: export KUBECONFIG=$(LOCAL_KUBECONFIG)"
+	@echo "Stop it with: make cluster-down"
+
+.PHONY: e2e
+e2e: ## The integration suite against the cluster in E2E_KUBECONFIG (e.g. kind), else a local one
+	$(CARGO) test --workspace --no-fail-fast
