@@ -268,6 +268,19 @@ impl ControlPlane {
         client_for(&self.kubeconfig, identity).await
     }
 
+    /// A client acting as `identity` from a kubeconfig this harness wrote.
+    pub async fn client_for_kubeconfig(kubeconfig: &Path, identity: Identity) -> Result<Client> {
+        if std::env::var_os("E2E_KUBECONFIG").is_some() {
+            let config = Config::from_custom_kubeconfig(
+                Kubeconfig::read_from(kubeconfig)?,
+                &KubeConfigOptions::default(),
+            )
+            .await?;
+            return Ok(Client::try_from(config)?);
+        }
+        client_for(kubeconfig, identity).await
+    }
+
     /// Releases the processes so they outlive this value (detached mode).
     pub fn detach(mut self) {
         self.children.clear();

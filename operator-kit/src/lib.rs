@@ -4,8 +4,12 @@
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+pub mod cli;
 pub mod errors;
+pub mod events;
+pub mod http;
 pub mod metrics;
+pub mod telemetry;
 pub mod write;
 
 pub use backoff::Backoff;

@@ -2,6 +2,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// Labels of a write to a shared object.
@@ -36,7 +37,7 @@ pub struct WriteMetrics {
 }
 
 impl WriteMetrics {
-    /// Registers the counters under `prefix` (e.g. `nodepool_operator`).
+    /// Registers the counters in `registry` (whose prefix names the operator).
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "writes",
@@ -59,4 +60,107 @@ impl WriteMetrics {
             self.skipped.clone(),
         );
     }
+}
+
+/// Labels of one reconcile.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    pub controller: &'static str,
+    /// `ok` or an error category.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: &'static str,
+}
+
+/// Labels of a watch event that a predicate dropped.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SkippedEventLabels {
+    pub controller: &'static str,
+    /// Kind of the watched object, e.g. `Node`.
+    pub kind: &'static str,
+}
+
+/// What the reconcilers do and cost.
+#[derive(Clone, Debug)]
+pub struct ReconcileMetrics {
+    pub reconciles: Family<ReconcileLabels, Counter>,
+    pub duration: Family<ControllerLabels, Histogram>,
+    pub skipped_events: Family<SkippedEventLabels, Counter>,
+}
+
+impl Default for ReconcileMetrics {
+    fn default() -> Self {
+        Self {
+            reconciles: Family::default(),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new([
+                    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ])
+            }),
+            skipped_events: Family::default(),
+        }
+    }
+}
+
+impl ReconcileMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "reconciles",
+            "Reconciles by controller and result",
+            self.reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time one reconcile took, by controller",
+            self.duration.clone(),
+        );
+        registry.register(
+            "watch_events_skipped",
+            "Watch events a predicate dropped because nothing a reconcile reads changed",
+            self.skipped_events.clone(),
+        );
+    }
+
+    /// Records a finished reconcile.
+    pub fn observe(&self, controller: &'static str, result: &'static str, seconds: f64) {
+        self.reconciles
+            .get_or_create(&ReconcileLabels { controller, result })
+            .inc();
+        self.duration
+            .get_or_create(&ControllerLabels { controller })
+            .observe(seconds);
+    }
+
+    /// Counts a watch event of `kind` that a predicate of `controller` dropped.
+    pub fn skip_event(&self, controller: &'static str, kind: &'static str) {
+        self.skipped_events
+            .get_or_create(&SkippedEventLabels { controller, kind })
+            .inc();
+    }
+
+    /// Reconciles of `controller` that ended with `result` so far.
+    pub fn count(&self, controller: &'static str, result: &'static str) -> u64 {
+        self.reconciles
+            .get_or_create(&ReconcileLabels { controller, result })
+            .get()
+    }
+}
+
+/// The registry of one operator, with the write and reconcile metrics in it.
+pub fn registry(
+    prefix: &str,
+) -> (
+    Registry,
+    std::sync::Arc<WriteMetrics>,
+    std::sync::Arc<ReconcileMetrics>,
+) {
+    let mut registry = Registry::with_prefix(prefix);
+    let writes = std::sync::Arc::new(WriteMetrics::default());
+    let reconciles = std::sync::Arc::new(ReconcileMetrics::default());
+    writes.register(&mut registry);
+    reconciles.register(&mut registry);
+    (registry, writes, reconciles)
 }

@@ -1,0 +1,409 @@
+//! Pure decisions of the NodePool controller: validating the template, how many nodes
+//! to add, which node to remove, and the status to report. No client here.
+use std::cmp::Reverse;
+
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use shared_crd::condition::{self, Condition, ConditionStatus};
+use shared_crd::{NodePool, NodePoolStatus, NodeTemplate, condition_type, reason};
+
+/// Checks the template's quantities; the error says which field and why.
+pub fn validate_template(template: &NodeTemplate) -> Result<(), String> {
+    let c = &template.capacity;
+    for (field, q) in [("cpu", &c.cpu), ("memory", &c.memory), ("pods", &c.pods)] {
+        let value = parse_quantity(q).ok_or_else(|| {
+            format!(
+                "spec.template.capacity.{field}: {:?} is not a quantity",
+                q.0
+            )
+        })?;
+        if value <= 0.0 {
+            return Err(format!(
+                "spec.template.capacity.{field}: must be positive, got {:?}",
+                q.0
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Parses a Kubernetes quantity (`2`, `1500m`, `8Gi`, `1e3`) into a plain number.
+pub fn parse_quantity(q: &Quantity) -> Option<f64> {
+    let s = q.0.trim();
+    let split = s
+        .find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
+        .unwrap_or(s.len());
+    let (number, suffix) = s.split_at(split);
+    let multiplier = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        _ => return None,
+    };
+    let value: f64 = number.parse().ok()?;
+    value.is_finite().then_some(value * multiplier)
+}
+
+/// Whether a node reports `Ready=True`.
+pub fn is_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// How many nodes to create: the shortfall, limited by the provider quota.
+/// `total_nodes` counts every pool's nodes (the quota is per provider).
+pub fn nodes_to_add(
+    desired: i32,
+    current: usize,
+    total_nodes: usize,
+    max_nodes: Option<u32>,
+) -> Growth {
+    let shortfall = (desired.max(0) as usize).saturating_sub(current);
+    let room = max_nodes.map_or(usize::MAX, |max| (max as usize).saturating_sub(total_nodes));
+    Growth {
+        add: shortfall.min(room),
+        at_quota: shortfall > room,
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Growth {
+    pub add: usize,
+    /// The quota held back part of the shortfall.
+    pub at_quota: bool,
+}
+
+/// The node to remove first: not Ready before Ready, then fewest pods, then newest
+/// (the one that has had the least time to become useful).
+pub fn node_to_remove<'a>(
+    nodes: &[&'a Node],
+    pods_on: impl Fn(&Node) -> usize,
+) -> Option<&'a Node> {
+    nodes.iter().copied().min_by_key(|n| {
+        let created = n.creation_timestamp().map(|t| t.0.as_second()).unwrap_or(0);
+        (
+            is_ready(n),
+            pods_on(n),
+            Reverse(created),
+            Reverse(n.name_any()),
+        )
+    })
+}
+
+/// Why the pool cannot converge right now, if something stops it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Blocker {
+    AtQuota { max_nodes: u32 },
+    ProviderError(String),
+    InvalidSpec(String),
+}
+
+/// The status nodepool-operator reports for `pool` with these nodes.
+pub fn desired_status(
+    pool: &NodePool,
+    nodes: &[&Node],
+    blocker: Option<&Blocker>,
+    scaled: bool,
+    now: Time,
+) -> NodePoolStatus {
+    let previous = pool.status.clone().unwrap_or_default();
+    let name = pool.name_any();
+    let desired = pool.spec.replicas.max(0);
+    let current = nodes.len() as i32;
+    let ready = nodes.iter().filter(|n| is_ready(n)).count() as i32;
+    let generation = pool.metadata.generation;
+
+    let ready_condition = match blocker {
+        Some(Blocker::InvalidSpec(msg)) => {
+            (ConditionStatus::False, reason::INVALID_SPEC, msg.clone())
+        }
+        _ if ready == desired && current == desired => (
+            ConditionStatus::True,
+            reason::NODES_READY,
+            format!("{ready} of {desired} nodes ready"),
+        ),
+        _ => (
+            ConditionStatus::False,
+            reason::NODES_NOT_READY,
+            format!("{ready} of {desired} nodes ready"),
+        ),
+    };
+    let scaling_condition = match blocker {
+        Some(Blocker::InvalidSpec(msg)) => {
+            (ConditionStatus::False, reason::INVALID_SPEC, msg.clone())
+        }
+        Some(Blocker::AtQuota { max_nodes }) => (
+            ConditionStatus::False,
+            reason::AT_QUOTA,
+            format!("provider quota of {max_nodes} nodes reached: {current} of {desired} nodes"),
+        ),
+        Some(Blocker::ProviderError(msg)) => {
+            (ConditionStatus::False, reason::PROVIDER_ERROR, msg.clone())
+        }
+        None if current < desired => (
+            ConditionStatus::True,
+            reason::SCALING_UP,
+            format!("{current} -> {desired} nodes"),
+        ),
+        None if current > desired => (
+            ConditionStatus::True,
+            reason::SCALING_DOWN,
+            format!("{current} -> {desired} nodes"),
+        ),
+        None => (
+            ConditionStatus::False,
+            reason::STABLE,
+            format!("{current} nodes"),
+        ),
+    };
+
+    let mut conditions = previous.conditions.clone();
+    for (type_, (status, why, message)) in [
+        (condition_type::READY, ready_condition),
+        (condition_type::SCALING, scaling_condition),
+    ] {
+        condition::upsert(
+            &mut conditions,
+            Condition::new(type_, status, why, message, generation, now.clone()),
+        );
+    }
+    NodePoolStatus {
+        replicas: current,
+        ready_replicas: ready,
+        selector: Some(NodePool::node_selector(&name)),
+        observed_generation: generation,
+        last_scale_time: if scaled {
+            Some(now)
+        } else {
+            previous.last_scale_time
+        },
+        conditions,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{NodeCondition, NodeStatus};
+    use k8s_openapi::jiff::Timestamp;
+    use shared_crd::{NodeCapacity, NodePoolSpec};
+
+    fn node(name: &str, created: i64, ready: bool) -> Node {
+        let mut n = Node::default();
+        n.metadata.name = Some(name.into());
+        n.metadata.creation_timestamp = Some(Time(Timestamp::from_second(created).unwrap()));
+        n.status = Some(NodeStatus {
+            conditions: Some(vec![NodeCondition {
+                type_: "Ready".into(),
+                status: if ready { "True" } else { "False" }.into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        n
+    }
+
+    fn pool(replicas: i32) -> NodePool {
+        let mut p = NodePool::new(
+            "p",
+            NodePoolSpec {
+                replicas,
+                template: NodeTemplate::default(),
+            },
+        );
+        p.metadata.generation = Some(7);
+        p
+    }
+
+    fn now() -> Time {
+        Time(Timestamp::from_second(1_000).unwrap())
+    }
+
+    #[test]
+    fn quantities_parse_like_kubernetes() {
+        let q = |s: &str| parse_quantity(&Quantity(s.into()));
+        assert_eq!(q("2"), Some(2.0));
+        assert_eq!(q("1500m"), Some(1.5));
+        assert_eq!(q("8Gi"), Some(8.0 * 1024.0 * 1024.0 * 1024.0));
+        assert_eq!(q("1k"), Some(1000.0));
+        assert_eq!(q("1e3"), Some(1000.0));
+        assert_eq!(q("two"), None);
+        assert_eq!(q("5Qi"), None);
+    }
+
+    #[test]
+    fn invalid_or_non_positive_capacity_is_rejected_with_the_field() {
+        let mut t = NodeTemplate::default();
+        assert!(validate_template(&t).is_ok());
+        t.capacity = NodeCapacity {
+            cpu: Quantity("lots".into()),
+            ..NodeCapacity::default()
+        };
+        assert!(validate_template(&t).unwrap_err().contains("capacity.cpu"));
+        t.capacity = NodeCapacity {
+            pods: Quantity("0".into()),
+            ..NodeCapacity::default()
+        };
+        assert!(
+            validate_template(&t)
+                .unwrap_err()
+                .contains("capacity.pods: must be positive")
+        );
+    }
+
+    #[test]
+    fn growth_fills_the_shortfall_within_the_quota() {
+        assert_eq!(
+            nodes_to_add(3, 0, 0, None),
+            Growth {
+                add: 3,
+                at_quota: false
+            }
+        );
+        assert_eq!(
+            nodes_to_add(3, 3, 3, None),
+            Growth {
+                add: 0,
+                at_quota: false
+            }
+        );
+        assert_eq!(
+            nodes_to_add(1, 3, 3, None),
+            Growth {
+                add: 0,
+                at_quota: false
+            }
+        );
+        // Quota of 4 with 3 nodes elsewhere: room for one more.
+        assert_eq!(
+            nodes_to_add(3, 0, 3, Some(4)),
+            Growth {
+                add: 1,
+                at_quota: true
+            }
+        );
+        assert_eq!(
+            nodes_to_add(3, 1, 4, Some(4)),
+            Growth {
+                add: 0,
+                at_quota: true
+            }
+        );
+        assert_eq!(
+            nodes_to_add(2, 1, 1, Some(2)),
+            Growth {
+                add: 1,
+                at_quota: false
+            }
+        );
+    }
+
+    #[test]
+    fn removal_prefers_not_ready_then_empty_then_newest() {
+        let (old, new, sick) = (
+            node("old", 10, true),
+            node("new", 20, true),
+            node("sick", 5, false),
+        );
+        assert_eq!(
+            node_to_remove(&[&old, &new, &sick], |_| 0)
+                .unwrap()
+                .name_any(),
+            "sick"
+        );
+        assert_eq!(
+            node_to_remove(&[&old, &new], |_| 0).unwrap().name_any(),
+            "new"
+        );
+        let busy_new = |n: &Node| if n.name_any() == "new" { 3 } else { 0 };
+        assert_eq!(
+            node_to_remove(&[&old, &new], busy_new).unwrap().name_any(),
+            "old"
+        );
+        assert!(node_to_remove(&[], |_| 0).is_none());
+    }
+
+    #[test]
+    fn status_counts_nodes_and_reports_scaling_up() {
+        let (a, b) = (node("a", 1, true), node("b", 2, false));
+        let s = desired_status(&pool(3), &[&a, &b], None, true, now());
+        assert_eq!((s.replicas, s.ready_replicas), (2, 1));
+        assert_eq!(s.selector.as_deref(), Some("nodepool.dev/pool=p"));
+        assert_eq!(s.observed_generation, Some(7));
+        assert_eq!(s.last_scale_time, Some(now()));
+        let scaling = condition::find(&s.conditions, "Scaling").unwrap();
+        assert_eq!(
+            (scaling.status, scaling.reason.as_str()),
+            (ConditionStatus::True, "ScalingUp")
+        );
+        let ready = condition::find(&s.conditions, "Ready").unwrap();
+        assert_eq!(
+            (ready.status, ready.message.as_str()),
+            (ConditionStatus::False, "1 of 3 nodes ready")
+        );
+    }
+
+    #[test]
+    fn status_is_ready_and_stable_when_converged_and_unchanged_when_recomputed() {
+        let (a, b) = (node("a", 1, true), node("b", 2, true));
+        let mut p = pool(2);
+        let s = desired_status(&p, &[&a, &b], None, false, now());
+        assert_eq!(
+            condition::find(&s.conditions, "Ready").unwrap().status,
+            ConditionStatus::True
+        );
+        assert_eq!(
+            condition::find(&s.conditions, "Scaling").unwrap().reason,
+            "Stable"
+        );
+        // Recomputed later with nothing changed: equal, so no write is needed.
+        p.status = Some(s.clone());
+        let later = Time(Timestamp::from_second(2_000).unwrap());
+        assert_eq!(desired_status(&p, &[&a, &b], None, false, later), s);
+    }
+
+    #[test]
+    fn blockers_show_in_the_scaling_condition() {
+        let a = node("a", 1, true);
+        let s = desired_status(
+            &pool(3),
+            &[&a],
+            Some(&Blocker::AtQuota { max_nodes: 1 }),
+            false,
+            now(),
+        );
+        let c = condition::find(&s.conditions, "Scaling").unwrap();
+        assert_eq!(
+            (c.status, c.reason.as_str()),
+            (ConditionStatus::False, "AtQuota")
+        );
+        assert!(c.message.contains("quota of 1 nodes"));
+        let s = desired_status(
+            &pool(3),
+            &[],
+            Some(&Blocker::InvalidSpec("bad cpu".into())),
+            false,
+            now(),
+        );
+        let c = condition::find(&s.conditions, "Ready").unwrap();
+        assert_eq!(
+            (c.reason.as_str(), c.message.as_str()),
+            ("InvalidSpec", "bad cpu")
+        );
+    }
+}

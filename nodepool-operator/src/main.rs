@@ -1,0 +1,91 @@
+//! nodepool-operator: flags, telemetry, client; then the controllers and the HTTP server.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use nodepool_operator::provider::VirtualSettings;
+use nodepool_operator::{Config, Settings, run_operator};
+use operator_kit::cli::{LogArgs, RunArgs, WriteArgs};
+use operator_kit::http::{self, Readiness};
+
+/// Keeps each NodePool's nodes at spec.replicas.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(flatten)]
+    write: WriteArgs,
+    #[command(flatten)]
+    log: LogArgs,
+    /// Where nodes come from (only `virtual`: Node objects with no machine behind them).
+    #[arg(long, env = "PROVIDER", default_value = "virtual", value_parser = ["virtual"])]
+    provider: String,
+    /// Milliseconds from a node's creation to Ready.
+    #[arg(long, env = "PROVISIONING_DELAY_MS", default_value_t = 2000)]
+    provisioning_delay_ms: u64,
+    /// Most nodes the provider hands out over all pools (default: unlimited).
+    #[arg(long, env = "MAX_NODES")]
+    max_nodes: Option<u32>,
+    /// Seconds to wait for a node's pods to be evicted before removing it anyway.
+    #[arg(long, env = "DRAIN_TIMEOUT_SECONDS", default_value_t = 60)]
+    drain_timeout_seconds: u64,
+    /// Seconds between node heartbeats (the kubelet's job on a virtual node).
+    #[arg(long, env = "HEARTBEAT_SECONDS", default_value_t = 30)]
+    heartbeat_seconds: u64,
+    /// Reconcile every pool at least this often, in seconds.
+    #[arg(long, env = "RESYNC_SECONDS", default_value_t = 300)]
+    resync_seconds: u64,
+    /// Do not put the nodepool.dev/virtual:NoSchedule taint on virtual nodes.
+    #[arg(long, env = "NO_VIRTUAL_TAINT")]
+    no_virtual_taint: bool,
+}
+
+const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:8081";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    operator_kit::telemetry::init(&cli.log, tracing_subscriber_identity());
+    let client = cli
+        .run
+        .client()
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
+        .context("building a Kubernetes client")?;
+    let (mut registry, writes, reconciles) = operator_kit::metrics::registry("nodepool_operator");
+    let readiness = Readiness::default();
+    let addr: SocketAddr = cli
+        .run
+        .metrics_addr
+        .unwrap_or_else(|| DEFAULT_METRICS_ADDR.parse().expect("valid default"));
+    let registry = Arc::new(std::mem::take(&mut registry));
+    let config = Config {
+        settings: Settings {
+            max_nodes: cli.max_nodes,
+            drain_timeout: Duration::from_secs(cli.drain_timeout_seconds),
+            resync: Duration::from_secs(cli.resync_seconds),
+            concurrency: cli.run.concurrency,
+        },
+        provider: VirtualSettings {
+            provisioning_delay: Duration::from_millis(cli.provisioning_delay_ms),
+            heartbeat_interval: Duration::from_secs(cli.heartbeat_seconds),
+            taint_nodes: !cli.no_virtual_taint,
+        },
+        strategy: cli.write.strategy(),
+    };
+    tracing::info!(strategy = config.strategy.name(), provider = %cli.provider, ?config.settings.max_nodes, "starting nodepool-operator");
+    let server = http::serve(addr, registry, readiness.clone());
+    tokio::select! {
+        () = run_operator(client, config, writes, reconciles, readiness) => {}
+        result = server => result.with_context(|| format!("serving metrics on {addr}"))?,
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn tracing_subscriber_identity() -> tracing_subscriber::layer::Identity {
+    tracing_subscriber::layer::Identity::new()
+}

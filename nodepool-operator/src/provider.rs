@@ -1,0 +1,270 @@
+//! Where nodes come from. The embedded `virtual` provider registers real `Node` objects
+//! the way kwok does: no kubelet, so it also plays the kubelet's part for its own nodes
+//! (Ready after a provisioning delay, heartbeats, finishing pods on deleted nodes).
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus, Taint};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use shared_crd::{NodePool, POOL_LABEL, VIRTUAL_NODE_TAINT};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("creating node {name}: {source}")]
+    CreateFailed {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("deleting node {name}: {source}")]
+    DeleteFailed {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("updating node {name} status: {source}")]
+    StatusFailed {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// A source of machines for a pool.
+pub trait Provider: Send + Sync {
+    /// Provider name, as given to `--provider`.
+    fn name(&self) -> &'static str;
+    /// Starts a machine for `pool` that registers as node `node_name`.
+    fn create<'a>(
+        &'a self,
+        pool: &'a NodePool,
+        node_name: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>>;
+    /// Removes the machine behind `node` and its Node object.
+    fn delete<'a>(&'a self, node: &'a Node) -> BoxFuture<'a, Result<(), ProviderError>>;
+    /// Brings a machine's reported state up to date; returns when to look again.
+    fn refresh<'a>(
+        &'a self,
+        node: &'a Node,
+    ) -> BoxFuture<'a, Result<Option<Duration>, ProviderError>>;
+}
+
+/// Settings of the virtual provider.
+#[derive(Clone, Debug)]
+pub struct VirtualSettings {
+    /// Time from creation to Ready.
+    pub provisioning_delay: Duration,
+    /// How often a Ready node's heartbeat is refreshed.
+    pub heartbeat_interval: Duration,
+    /// Put the `nodepool.dev/virtual:NoSchedule` taint on each node.
+    pub taint_nodes: bool,
+}
+
+/// Registers Node objects directly: a node with no machine behind it.
+pub struct VirtualProvider {
+    nodes: Api<Node>,
+    settings: VirtualSettings,
+}
+
+impl VirtualProvider {
+    pub fn new(client: Client, settings: VirtualSettings) -> Self {
+        Self {
+            nodes: Api::all(client),
+            settings,
+        }
+    }
+}
+
+/// The Node a pool's template describes.
+pub fn node_for(pool: &NodePool, node_name: &str, taint_nodes: bool) -> Node {
+    let template = &pool.spec.template;
+    let mut labels: BTreeMap<String, String> = template.labels.clone();
+    labels.insert(POOL_LABEL.into(), pool.name_any());
+    labels.insert("kubernetes.io/hostname".into(), node_name.into());
+    labels.insert("type".into(), "virtual".into());
+    let mut taints = template.taints.clone();
+    if taint_nodes && !taints.iter().any(|t| t.key == VIRTUAL_NODE_TAINT) {
+        taints.push(Taint {
+            key: VIRTUAL_NODE_TAINT.into(),
+            value: Some("true".into()),
+            effect: "NoSchedule".into(),
+            time_added: None,
+        });
+    }
+    let resources = BTreeMap::from([
+        ("cpu".to_owned(), template.capacity.cpu.clone()),
+        ("memory".to_owned(), template.capacity.memory.clone()),
+        ("pods".to_owned(), template.capacity.pods.clone()),
+    ]);
+    Node {
+        metadata: ObjectMeta {
+            name: Some(node_name.into()),
+            labels: Some(labels),
+            annotations: Some(BTreeMap::from([(
+                "node.alpha.kubernetes.io/ttl".to_owned(),
+                "0".to_owned(),
+            )])),
+            owner_references: pool.controller_owner_ref(&()).map(|r| vec![r]),
+            ..Default::default()
+        },
+        spec: Some(NodeSpec {
+            taints: (!taints.is_empty()).then_some(taints),
+            provider_id: Some(format!("virtual://{node_name}")),
+            ..Default::default()
+        }),
+        status: Some(NodeStatus {
+            capacity: Some(resources.clone()),
+            allocatable: Some(resources),
+            conditions: Some(vec![ready_condition(false, now())]),
+            ..Default::default()
+        }),
+    }
+}
+
+fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+fn ready_condition(ready: bool, at: Time) -> NodeCondition {
+    NodeCondition {
+        type_: "Ready".into(),
+        status: if ready { "True" } else { "False" }.into(),
+        reason: Some(
+            if ready {
+                "VirtualNodeReady"
+            } else {
+                "Provisioning"
+            }
+            .into(),
+        ),
+        message: Some(
+            if ready {
+                "virtual node is ready"
+            } else {
+                "virtual node is starting"
+            }
+            .into(),
+        ),
+        last_heartbeat_time: Some(at.clone()),
+        last_transition_time: Some(at),
+    }
+}
+
+fn ready_since(node: &Node) -> Option<(bool, Option<Time>)> {
+    let c = node
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")?;
+    Some((c.status == "True", c.last_heartbeat_time.clone()))
+}
+
+impl Provider for VirtualProvider {
+    fn name(&self) -> &'static str {
+        "virtual"
+    }
+
+    fn create<'a>(
+        &'a self,
+        pool: &'a NodePool,
+        node_name: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(async move {
+            let node = node_for(pool, node_name, self.settings.taint_nodes);
+            let params = PostParams {
+                field_manager: Some(shared_crd::field_manager::NODEPOOL_OPERATOR.into()),
+                ..Default::default()
+            };
+            match self.nodes.create(&params, &node).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(s)) if s.is_already_exists() => Ok(()),
+                Err(source) => Err(ProviderError::CreateFailed {
+                    name: node_name.into(),
+                    source,
+                }),
+            }
+        })
+    }
+
+    fn delete<'a>(&'a self, node: &'a Node) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(async move {
+            let name = node.name_any();
+            match self.nodes.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
+                Err(source) => Err(ProviderError::DeleteFailed { name, source }),
+            }
+        })
+    }
+
+    fn refresh<'a>(
+        &'a self,
+        node: &'a Node,
+    ) -> BoxFuture<'a, Result<Option<Duration>, ProviderError>> {
+        Box::pin(async move {
+            let name = node.name_any();
+            let now_ts = Timestamp::now();
+            let (ready, heartbeat) = ready_since(node).unwrap_or((false, None));
+            let due = if ready {
+                let last = heartbeat.map(|t| t.0).unwrap_or(now_ts);
+                let age = Duration::try_from(now_ts.duration_since(last)).unwrap_or_default();
+                if age < self.settings.heartbeat_interval {
+                    return Ok(Some(self.settings.heartbeat_interval - age));
+                }
+                true
+            } else {
+                let created = node.creation_timestamp().map(|t| t.0).unwrap_or(now_ts);
+                let age = Duration::try_from(now_ts.duration_since(created)).unwrap_or_default();
+                if age < self.settings.provisioning_delay {
+                    return Ok(Some(self.settings.provisioning_delay - age));
+                }
+                true
+            };
+            if due {
+                // The kubelet's job: report Ready (first time) or a fresh heartbeat.
+                let mut condition = ready_condition(true, now());
+                if ready {
+                    if let Some(old) = node
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+                    {
+                        condition.last_transition_time = old.last_transition_time.clone();
+                    }
+                }
+                let patch = json!({"status": {"conditions": [condition]}});
+                let params = PatchParams::default();
+                if let Err(source) = self
+                    .nodes
+                    .patch_status(&name, &params, &Patch::Merge(&patch))
+                    .await
+                {
+                    if !matches!(&source, kube::Error::Api(s) if s.is_not_found()) {
+                        return Err(ProviderError::StatusFailed { name, source });
+                    }
+                }
+            }
+            Ok(Some(self.settings.heartbeat_interval))
+        })
+    }
+}
+
+/// Whether this operator's provider made `node` (it carries the pool label).
+pub fn pool_of(node: &Node) -> Option<&str> {
+    node.labels().get(POOL_LABEL).map(String::as_str)
+}
+
+/// `kind: Node` owner-reference helper for tests.
+pub fn is_owned_by(node: &Node, pool: &NodePool) -> bool {
+    node.owner_references()
+        .iter()
+        .any(|r| r.kind == NodePool::kind(&()) && Some(&r.uid) == pool.metadata.uid.as_ref())
+}

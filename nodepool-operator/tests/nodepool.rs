@@ -1,0 +1,324 @@
+//! nodepool-operator against a real API server: nodes follow spec.replicas, a deleted
+//! node comes back, deletion cleans up, bad input stays contained, and the
+//! NodePoolReady condition lands on Autoscalers beside the autoscaler's own.
+mod support;
+
+use std::time::Duration;
+
+use e2e::{eventually, fixtures, shared, unique_name};
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use nodepool_operator::decide::is_ready;
+use nodepool_operator::provider::is_owned_by;
+use serde_json::json;
+use shared_crd::condition::{ConditionStatus, find};
+use shared_crd::{Autoscaler, NodePool};
+use support::{config, nodes_of, operator};
+
+const CONVERGE: Duration = Duration::from_secs(30);
+
+async fn setup() -> (Client, Api<NodePool>, Api<Node>) {
+    operator(config(None));
+    let client = shared().client().await.unwrap();
+    (client.clone(), Api::all(client.clone()), Api::all(client))
+}
+
+async fn scale(pools: &Api<NodePool>, name: &str, replicas: i32) {
+    let patch = json!({"spec": {"replicas": replicas}});
+    pools
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+/// Waits until the pool has exactly `n` Ready nodes and its status says so.
+async fn converged(pools: &Api<NodePool>, nodes: &Api<Node>, name: &str, n: usize) -> Vec<Node> {
+    eventually(&format!("{name} at {n} ready nodes"), CONVERGE, || async {
+        let list = nodes_of(nodes, name).await;
+        let ready = list.iter().filter(|n| is_ready(n)).count();
+        let pool = pools.get(name).await.map_err(|e| e.to_string())?;
+        let status = pool.status.clone().unwrap_or_default();
+        let ok = list.len() == n
+            && ready == n
+            && status.replicas == n as i32
+            && status.ready_replicas == n as i32
+            && status.observed_generation == pool.metadata.generation;
+        if ok {
+            Ok(list)
+        } else {
+            Err(format!(
+                "{} nodes, {ready} ready, status {status:?}",
+                list.len()
+            ))
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn scales_0_3_1_0_with_exactly_the_right_nodes() {
+    let (_, pools, nodes) = setup().await;
+    let name = unique_name("scale");
+    let created = pools
+        .create(&PostParams::default(), &fixtures::nodepool(&name, 0))
+        .await
+        .unwrap();
+    converged(&pools, &nodes, &name, 0).await;
+
+    scale(&pools, &name, 3).await;
+    let three = converged(&pools, &nodes, &name, 3).await;
+    let pool = pools.get(&name).await.unwrap();
+    for node in &three {
+        assert!(
+            node.name_any().starts_with(&format!("{name}-")),
+            "{}",
+            node.name_any()
+        );
+        assert_eq!(
+            node.labels().get("tier").map(String::as_str),
+            Some("test"),
+            "template label"
+        );
+        assert!(is_owned_by(node, &pool), "owner reference to the pool");
+        let spec = node.spec.clone().unwrap();
+        assert!(
+            spec.taints
+                .unwrap_or_default()
+                .iter()
+                .any(|t| t.key == "nodepool.dev/virtual" && t.effect == "NoSchedule"),
+            "virtual taint"
+        );
+        let capacity = node.status.clone().unwrap().capacity.unwrap();
+        assert_eq!(capacity.get("cpu"), Some(&Quantity("2".into())));
+        assert_eq!(capacity.get("pods"), Some(&Quantity("110".into())));
+    }
+    let status = pool.status.unwrap();
+    assert_eq!(
+        status.selector.as_deref(),
+        Some(&*format!("nodepool.dev/pool={name}"))
+    );
+    let ready = find(&status.conditions, "Ready").unwrap();
+    assert_eq!(ready.status, ConditionStatus::True);
+    assert!(status.last_scale_time.is_some());
+
+    scale(&pools, &name, 1).await;
+    let one = converged(&pools, &nodes, &name, 1).await;
+    assert!(
+        three.iter().any(|n| n.name_any() == one[0].name_any()),
+        "the survivor is one of the three"
+    );
+
+    scale(&pools, &name, 0).await;
+    converged(&pools, &nodes, &name, 0).await;
+    assert_eq!(
+        pools.get(&name).await.unwrap().metadata.uid,
+        created.metadata.uid
+    );
+    pools.delete(&name, &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_deleted_node_is_replaced() {
+    let (_, pools, nodes) = setup().await;
+    let name = unique_name("replace");
+    pools
+        .create(&PostParams::default(), &fixtures::nodepool(&name, 2))
+        .await
+        .unwrap();
+    let before = converged(&pools, &nodes, &name, 2).await;
+    let victim = before[0].name_any();
+    nodes
+        .delete(&victim, &DeleteParams::default())
+        .await
+        .unwrap();
+
+    eventually("the node to be replaced", CONVERGE, || async {
+        let list = nodes_of(&nodes, &name).await;
+        let ready = list.iter().filter(|n| is_ready(n)).count();
+        // The replacement fills the free slot, so it may carry the same name; it is a new object.
+        let uids: Vec<_> = list.iter().map(|n| n.metadata.uid.clone()).collect();
+        if list.len() == 2 && ready == 2 && !uids.contains(&before[0].metadata.uid) {
+            Ok(())
+        } else {
+            Err(format!("{} nodes, {ready} ready", list.len()))
+        }
+    })
+    .await;
+    pools.delete(&name, &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn deleting_a_pool_removes_its_nodes_then_the_finalizer() {
+    let (_, pools, nodes) = setup().await;
+    let name = unique_name("delete");
+    pools
+        .create(&PostParams::default(), &fixtures::nodepool(&name, 2))
+        .await
+        .unwrap();
+    converged(&pools, &nodes, &name, 2).await;
+    let pool = pools.get(&name).await.unwrap();
+    assert!(
+        pool.finalizers().contains(&"nodepool.dev/nodes".to_owned()),
+        "{:?}",
+        pool.finalizers()
+    );
+
+    pools.delete(&name, &DeleteParams::default()).await.unwrap();
+    eventually("the pool and its nodes to be gone", CONVERGE, || async {
+        let left = nodes_of(&nodes, &name).await.len();
+        let pool = pools.get_opt(&name).await.map_err(|e| e.to_string())?;
+        if left == 0 && pool.is_none() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{left} nodes left, pool present: {}",
+                pool.is_some()
+            ))
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_invalid_template_is_reported_and_touches_no_other_pool() {
+    let (client, pools, nodes) = setup().await;
+    let good = unique_name("good");
+    pools
+        .create(&PostParams::default(), &fixtures::nodepool(&good, 1))
+        .await
+        .unwrap();
+    let bad = unique_name("bad");
+    let mut pool = fixtures::nodepool(&bad, 2);
+    pool.spec.template.capacity.cpu = Quantity("lots".into());
+    pools.create(&PostParams::default(), &pool).await.unwrap();
+
+    let condition = eventually("InvalidSpec on the bad pool", CONVERGE, || async {
+        let p = pools.get(&bad).await.map_err(|e| e.to_string())?;
+        let status = p.status.unwrap_or_default();
+        find(&status.conditions, "Ready")
+            .filter(|c| c.reason == "InvalidSpec")
+            .cloned()
+            .ok_or(format!("{status:?}"))
+    })
+    .await;
+    assert_eq!(condition.status, ConditionStatus::False);
+    assert!(
+        condition.message.contains("spec.template.capacity.cpu"),
+        "{}",
+        condition.message
+    );
+    assert!(
+        nodes_of(&nodes, &bad).await.is_empty(),
+        "no nodes for an invalid pool"
+    );
+
+    // The event says the same.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(client);
+    eventually("an InvalidSpec event", CONVERGE, || async {
+        let list = events
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        list.items
+            .iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("InvalidSpec")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(bad.as_str())
+            })
+            .map(|_| ())
+            .ok_or_else(|| "none yet".to_owned())
+    })
+    .await;
+
+    // The good pool converges all the same, and so does the bad one once fixed.
+    converged(&pools, &nodes, &good, 1).await;
+    let fix = json!({"spec": {"template": {"capacity": {"cpu": "2"}}}});
+    pools
+        .patch(&bad, &PatchParams::default(), &Patch::Merge(&fix))
+        .await
+        .unwrap();
+    converged(&pools, &nodes, &bad, 2).await;
+    for name in [good, bad] {
+        pools.delete(&name, &DeleteParams::default()).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn nodepool_ready_lands_beside_the_autoscalers_own_conditions() {
+    let (client, pools, nodes) = setup().await;
+    let autoscalers: Api<Autoscaler> = Api::all(client);
+    let pool = unique_name("target");
+    let name = unique_name("as");
+    autoscalers
+        .create(
+            &PostParams::default(),
+            &fixtures::autoscaler(&name, &pool, 1, 3),
+        )
+        .await
+        .unwrap();
+    // Another field manager (the autoscaler's) owns a condition in the same list.
+    let theirs = json!({"apiVersion": "nodepool.dev/v1alpha1", "kind": "Autoscaler", "metadata": {"name": name},
+        "status": {"conditions": [{"type": "Active", "status": "True", "reason": "Test", "message": "autoscaler's own",
+        "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+    autoscalers
+        .patch_status(
+            &name,
+            &PatchParams::apply("autoscaler-operator").force(),
+            &Patch::Apply(&theirs),
+        )
+        .await
+        .unwrap();
+
+    let wait_for = |reason: &'static str| {
+        let (autoscalers, name) = (autoscalers.clone(), name.clone());
+        async move {
+            eventually(&format!("NodePoolReady {reason}"), CONVERGE, || async {
+                let a = autoscalers.get(&name).await.map_err(|e| e.to_string())?;
+                let conditions = a.status.unwrap_or_default().conditions;
+                match find(&conditions, "NodePoolReady") {
+                    Some(c) if c.reason == reason => Ok(conditions.clone()),
+                    other => Err(format!("{other:?}")),
+                }
+            })
+            .await
+        }
+    };
+    // The pool does not exist yet.
+    let conditions = wait_for("NotFound").await;
+    assert!(
+        find(&conditions, "Active").is_some(),
+        "the autoscaler's condition was removed: {conditions:?}"
+    );
+
+    pools
+        .create(&PostParams::default(), &fixtures::nodepool(&pool, 1))
+        .await
+        .unwrap();
+    converged(&pools, &nodes, &pool, 1).await;
+    let conditions = wait_for("Ready").await;
+    assert_eq!(
+        find(&conditions, "NodePoolReady").unwrap().status,
+        ConditionStatus::True
+    );
+    let active = find(&conditions, "Active").expect("the autoscaler's condition survives");
+    assert_eq!(active.message, "autoscaler's own");
+
+    let a = autoscalers.get(&name).await.unwrap();
+    let managers: Vec<_> = a
+        .managed_fields()
+        .iter()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(
+        managers.contains(&"nodepool-operator".to_owned()),
+        "{managers:?}"
+    );
+    assert!(
+        managers.contains(&"autoscaler-operator".to_owned()),
+        "{managers:?}"
+    );
+    pools.delete(&pool, &DeleteParams::default()).await.unwrap();
+    wait_for("NotFound").await;
+}

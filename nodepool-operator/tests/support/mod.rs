@@ -1,0 +1,80 @@
+//! One nodepool-operator per test binary, running in-process against the binary's
+//! control plane, on a runtime of its own (tests each have theirs).
+#![allow(dead_code)]
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use e2e::shared;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, ListParams};
+use nodepool_operator::provider::VirtualSettings;
+use nodepool_operator::{Config, Settings, run_operator};
+use operator_kit::ConflictStrategy;
+use operator_kit::http::Readiness;
+use operator_kit::metrics::{ReconcileMetrics, WriteMetrics};
+
+pub struct Running {
+    pub writes: Arc<WriteMetrics>,
+    pub reconciles: Arc<ReconcileMetrics>,
+}
+
+pub fn config(max_nodes: Option<u32>) -> Config {
+    Config {
+        settings: Settings {
+            max_nodes,
+            drain_timeout: Duration::from_secs(5),
+            resync: Duration::from_secs(300),
+            concurrency: 4,
+        },
+        provider: VirtualSettings {
+            provisioning_delay: Duration::from_millis(300),
+            heartbeat_interval: Duration::from_secs(30),
+            taint_nodes: true,
+        },
+        strategy: ConflictStrategy::Apply,
+    }
+}
+
+/// Starts the operator with `config` the first time; later calls return the same one.
+pub fn operator(config: Config) -> &'static Running {
+    static RUNNING: OnceLock<Running> = OnceLock::new();
+    RUNNING.get_or_init(|| {
+        let cp = shared();
+        let kubeconfig = cp.kubeconfig().to_owned();
+        let (_registry, writes, reconciles) = operator_kit::metrics::registry("nodepool_operator");
+        let running = Running {
+            writes: writes.clone(),
+            reconciles: reconciles.clone(),
+        };
+        let readiness = Readiness::default();
+        let ready = readiness.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            rt.block_on(async move {
+                let cp_client =
+                    e2e::ControlPlane::client_for_kubeconfig(&kubeconfig, e2e::Identity::Admin)
+                        .await
+                        .expect("client");
+                run_operator(cp_client, config, writes, reconciles, readiness).await;
+            });
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !ready.is_ready() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "operator not ready after 30s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        running
+    })
+}
+
+/// The pool's nodes, from the API server.
+pub async fn nodes_of(nodes: &Api<Node>, pool: &str) -> Vec<Node> {
+    nodes
+        .list(&ListParams::default().labels(&format!("nodepool.dev/pool={pool}")))
+        .await
+        .expect("list nodes")
+        .items
+}
