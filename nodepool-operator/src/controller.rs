@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -95,14 +96,13 @@ impl Error {
 }
 
 /// Runs the NodePool controller until the process ends.
-pub async fn run(
-    ctx: Arc<Context>,
-    pools: Store<NodePool>,
-    pool_events: impl futures::Stream<Item = Result<NodePool, watcher::Error>> + Send + 'static,
-    node_events: impl futures::Stream<Item = Result<watcher::Event<Node>, watcher::Error>>
-    + Send
-    + 'static,
-) {
+pub async fn run(ctx: Arc<Context>, watches: Watches) {
+    let Watches {
+        pools,
+        pool_events,
+        node_events,
+        ..
+    } = watches;
     let metrics = ctx.metrics.clone();
     let node_changes = changed_or_deleted(node_events, node_state, move || {
         metrics.skip_event(CONTROLLER, "Node")
@@ -110,7 +110,7 @@ pub async fn run(
     Controller::for_stream(pool_events, pools)
         .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
         .watches_stream(node_changes, |node: Node| {
-            pool_of(&node).map(|pool| ObjectRef::<NodePool>::new(pool))
+            pool_of(&node).map(ObjectRef::<NodePool>::new)
         })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
@@ -122,17 +122,20 @@ pub async fn run(
         .await;
 }
 
-/// The watches this controller needs, with their caches: pools filtered by a
-/// generation predicate (its own status writes do not come back as work), and nodes.
-pub fn watches(
-    client: &Client,
-) -> (
-    Store<NodePool>,
-    impl futures::Stream<Item = Result<NodePool, watcher::Error>> + Send + 'static,
-    Store<Node>,
-    impl futures::Stream<Item = Result<watcher::Event<Node>, watcher::Error>> + Send + 'static,
-) {
-    let (pool_store, pool_writer) = reflector::store();
+/// The watches of the NodePool controller, with their caches.
+pub struct Watches {
+    pub pools: Store<NodePool>,
+    /// Pool changes that need a reconcile (generation or finalizers changed).
+    pub pool_events: BoxStream<'static, Result<NodePool, watcher::Error>>,
+    /// Nodes carrying the pool label.
+    pub nodes: Store<Node>,
+    pub node_events: BoxStream<'static, Result<watcher::Event<Node>, watcher::Error>>,
+}
+
+/// Starts the watches: pools filtered by a generation predicate (its own status writes
+/// do not come back as work), and the nodes of all pools.
+pub fn watches(client: &Client) -> Watches {
+    let (pools, pool_writer) = reflector::store();
     let pool_events = watcher(
         Api::<NodePool>::all(client.clone()),
         watcher::Config::default(),
@@ -144,15 +147,22 @@ pub fn watches(
     .predicate_filter(
         (predicates::generation as fn(&NodePool) -> Option<u64>).combine(predicates::finalizers),
         Default::default(),
-    );
-    let (node_store, node_writer) = reflector::store();
+    )
+    .boxed();
+    let (nodes, node_writer) = reflector::store();
     let node_events = watcher(
         Api::<Node>::all(client.clone()),
         watcher::Config::default().labels(POOL_LABEL),
     )
     .default_backoff()
-    .reflect(node_writer);
-    (pool_store, pool_events, node_store, node_events)
+    .reflect(node_writer)
+    .boxed();
+    Watches {
+        pools,
+        pool_events,
+        nodes,
+        node_events,
+    }
 }
 
 /// What of a node a pool's reconcile reads: heartbeats alone change nothing.

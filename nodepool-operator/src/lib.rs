@@ -44,7 +44,8 @@ pub async fn run_operator(
         client.clone(),
         config.provider.clone(),
     ));
-    let (pools, pool_events, nodes, node_events) = controller::watches(&client);
+    let watches = controller::watches(&client);
+    let (pools, nodes) = (watches.pools.clone(), watches.nodes.clone());
     let ctx = Arc::new(Context {
         client: client.clone(),
         writer: writer.clone(),
@@ -86,7 +87,7 @@ pub async fn run_operator(
         }
     };
     tokio::join!(
-        controller::run(ctx, pools, pool_events, node_events),
+        controller::run(ctx, watches),
         binding::run(binding_ctx, binding_pool_events),
         ready,
     );

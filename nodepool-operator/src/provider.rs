@@ -212,45 +212,39 @@ impl Provider for VirtualProvider {
             let name = node.name_any();
             let now_ts = Timestamp::now();
             let (ready, heartbeat) = ready_since(node).unwrap_or((false, None));
-            let due = if ready {
-                let last = heartbeat.map(|t| t.0).unwrap_or(now_ts);
-                let age = Duration::try_from(now_ts.duration_since(last)).unwrap_or_default();
-                if age < self.settings.heartbeat_interval {
-                    return Ok(Some(self.settings.heartbeat_interval - age));
-                }
-                true
+            // Not due yet: a heartbeat that is recent, or a node still provisioning.
+            let (since, wait) = if ready {
+                (
+                    heartbeat.map(|t| t.0).unwrap_or(now_ts),
+                    self.settings.heartbeat_interval,
+                )
             } else {
                 let created = node.creation_timestamp().map(|t| t.0).unwrap_or(now_ts);
-                let age = Duration::try_from(now_ts.duration_since(created)).unwrap_or_default();
-                if age < self.settings.provisioning_delay {
-                    return Ok(Some(self.settings.provisioning_delay - age));
-                }
-                true
+                (created, self.settings.provisioning_delay)
             };
-            if due {
-                // The kubelet's job: report Ready (first time) or a fresh heartbeat.
-                let mut condition = ready_condition(true, now());
-                if ready {
-                    if let Some(old) = node
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.conditions.as_ref())
-                        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
-                    {
-                        condition.last_transition_time = old.last_transition_time.clone();
-                    }
-                }
-                let patch = json!({"status": {"conditions": [condition]}});
-                let params = PatchParams::default();
-                if let Err(source) = self
-                    .nodes
-                    .patch_status(&name, &params, &Patch::Merge(&patch))
-                    .await
-                {
-                    if !matches!(&source, kube::Error::Api(s) if s.is_not_found()) {
-                        return Err(ProviderError::StatusFailed { name, source });
-                    }
-                }
+            let age = Duration::try_from(now_ts.duration_since(since)).unwrap_or_default();
+            if age < wait {
+                return Ok(Some(wait - age));
+            }
+            // The kubelet's job: report Ready (the first time) or a fresh heartbeat.
+            let mut condition = ready_condition(true, now());
+            let previous = node
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
+            if let Some(previous) = previous.filter(|_| ready) {
+                condition.last_transition_time = previous.last_transition_time.clone();
+            }
+            let patch = json!({"status": {"conditions": [condition]}});
+            match self
+                .nodes
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.is_not_found() => {}
+                Err(source) => return Err(ProviderError::StatusFailed { name, source }),
             }
             Ok(Some(self.settings.heartbeat_interval))
         })
