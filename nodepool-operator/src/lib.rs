@@ -87,6 +87,7 @@ pub async fn run_operator(
         }
     };
     tokio::join!(
+        provider::finish_terminating_pods(client.clone(), nodes.clone()),
         controller::run(ctx, watches),
         binding::run(binding_ctx, binding_pool_events),
         ready,

@@ -262,3 +262,36 @@ pub fn is_owned_by(node: &Node, pool: &NodePool) -> bool {
         .iter()
         .any(|r| r.kind == NodePool::kind(&()) && Some(&r.uid) == pool.metadata.uid.as_ref())
 }
+
+/// The kubelet's last part for virtual nodes: a pod bound to one of the pool nodes in
+/// `nodes` that is being deleted is removed at once (grace period 0); with no kubelet
+/// it would stay Terminating for ever. Runs until the watch ends.
+pub async fn finish_terminating_pods(client: Client, nodes: kube::runtime::reflector::Store<Node>) {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::runtime::{WatchStreamExt, watcher};
+
+    let pods: Api<Pod> = Api::all(client.clone());
+    watcher(pods, watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .for_each(|pod| {
+            let (client, nodes) = (client.clone(), nodes.clone());
+            async move {
+                let Ok(pod) = pod else { return };
+                let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else { return };
+                if pod.metadata.deletion_timestamp.is_none()
+                    || nodes.get(&kube::runtime::reflector::ObjectRef::new(&node)).is_none()
+                {
+                    return;
+                }
+                let api: Api<Pod> = Api::namespaced(client, &pod.namespace().unwrap_or_default());
+                match api.delete(&pod.name_any(), &DeleteParams::default().grace_period(0)).await {
+                    Ok(_) => tracing::debug!(pod = %pod.name_any(), %node, "finished terminating pod on virtual node"),
+                    Err(kube::Error::Api(s)) if s.is_not_found() => {}
+                    Err(e) => tracing::warn!(pod = %pod.name_any(), error = %e, "finishing pod failed"),
+                }
+            }
+        })
+        .await;
+}

@@ -322,3 +322,84 @@ async fn nodepool_ready_lands_beside_the_autoscalers_own_conditions() {
     pools.delete(&pool, &DeleteParams::default()).await.unwrap();
     wait_for("NotFound").await;
 }
+
+/// A pod bound to a pool node, tolerating the virtual taint, in namespace `default`.
+fn pod_on(node: &str, name: &str) -> k8s_openapi::api::core::v1::Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "nodeName": node,
+            "tolerations": [{"key": "nodepool.dev/virtual", "operator": "Exists", "effect": "NoSchedule"}],
+            "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9"}]
+        }
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn scale_down_evicts_the_pods_of_the_removed_node() {
+    let (client, pools, nodes) = setup().await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client, "default");
+    let name = unique_name("drain");
+    pools
+        .create(&PostParams::default(), &fixtures::nodepool(&name, 2))
+        .await
+        .unwrap();
+    let two = converged(&pools, &nodes, &name, 2).await;
+    // One busy node and one empty one: the empty one goes first, the busy one stays.
+    let busy = two[0].name_any();
+    let pod = unique_name("app");
+    pods.create(&PostParams::default(), &pod_on(&busy, &pod))
+        .await
+        .unwrap();
+
+    scale(&pools, &name, 1).await;
+    let one = converged(&pools, &nodes, &name, 1).await;
+    assert_eq!(
+        one[0].name_any(),
+        busy,
+        "the empty node is removed before the busy one"
+    );
+    assert!(
+        pods.get_opt(&pod).await.unwrap().is_some(),
+        "the pod on the surviving node stays"
+    );
+
+    // Now the busy node must go: its pod is evicted (and finished: no kubelet), then the node.
+    scale(&pools, &name, 0).await;
+    converged(&pools, &nodes, &name, 0).await;
+    assert!(
+        pods.get_opt(&pod).await.unwrap().is_none(),
+        "the pod was evicted"
+    );
+    pools.delete(&name, &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_deleted_pod_on_a_virtual_node_does_not_stay_terminating() {
+    let (client, pools, nodes) = setup().await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client, "default");
+    let name = unique_name("finish");
+    pools
+        .create(&PostParams::default(), &fixtures::nodepool(&name, 1))
+        .await
+        .unwrap();
+    let node = converged(&pools, &nodes, &name, 1).await[0].name_any();
+    let pod = unique_name("app");
+    pods.create(&PostParams::default(), &pod_on(&node, &pod))
+        .await
+        .unwrap();
+    pods.delete(&pod, &DeleteParams::default()).await.unwrap();
+    eventually("the pod to be gone", CONVERGE, || async {
+        match pods.get_opt(&pod).await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(p) => Err(format!(
+                "still there, deletionTimestamp {:?}",
+                p.metadata.deletion_timestamp
+            )),
+        }
+    })
+    .await;
+    pools.delete(&name, &DeleteParams::default()).await.unwrap();
+}
