@@ -330,53 +330,19 @@ async fn apply(pool: &NodePool, ctx: &Context) -> Result<Action, Error> {
             pod_counts.get(&n.name_any()).copied().unwrap_or(0)
         });
         if let Some(victim) = victim {
-            let victim_name = victim.name_any();
-            let state = drain::drain_step(&ctx.client, victim, ctx.settings.drain_timeout)
-                .await
-                .map_err(|source| Error::DrainFailed {
-                    node: victim_name.clone(),
-                    source,
-                })?;
-            let remove = match state {
-                DrainState::Drained => true,
-                DrainState::TimedOut { remaining } => {
-                    let note = format!(
-                        "node {victim_name}: {remaining} pod(s) not evicted within {:?}; removing it anyway",
-                        ctx.settings.drain_timeout
-                    );
-                    ctx.publish(
-                        pool,
-                        EventType::Warning,
-                        "NodeDrainTimeout",
-                        "DrainNode",
-                        note,
-                    )
-                    .await;
-                    drain::finish_all(&ctx.client, victim)
-                        .await
-                        .map_err(|source| Error::DrainFailed {
-                            node: victim_name.clone(),
-                            source,
-                        })?;
-                    true
-                }
-                DrainState::InProgress { remaining, blocked } => {
-                    tracing::info!(pool = %name, node = %victim_name, remaining, blocked, "draining");
-                    requeue = Duration::from_secs(1);
-                    false
-                }
-            };
-            if remove {
-                ctx.provider.delete(victim).await?;
+            if remove_node(pool, victim, ctx).await? {
                 scaled = true;
                 let note = format!(
-                    "removed node {victim_name}: {} -> {} of {desired}",
+                    "removed node {}: {} -> {} of {desired}",
+                    victim.name_any(),
                     nodes.len(),
                     nodes.len() - 1
                 );
                 tracing::info!(pool = %name, %note, "scaled down");
                 ctx.publish(pool, EventType::Normal, "ScaledDown", "DeleteNode", note)
                     .await;
+            } else {
+                requeue = Duration::from_secs(1);
             }
         }
     }
@@ -409,25 +375,8 @@ async fn cleanup(pool: &NodePool, ctx: &Context) -> Result<Action, Error> {
     let nodes = ctx.pool_nodes(&name);
     let mut remaining = 0;
     for node in &nodes {
-        let node_name = node.name_any();
-        let state = drain::drain_step(&ctx.client, node, ctx.settings.drain_timeout)
-            .await
-            .map_err(|source| Error::DrainFailed {
-                node: node_name.clone(),
-                source,
-            })?;
-        match state {
-            DrainState::Drained => ctx.provider.delete(node).await?,
-            DrainState::TimedOut { .. } => {
-                drain::finish_all(&ctx.client, node)
-                    .await
-                    .map_err(|source| Error::DrainFailed {
-                        node: node_name.clone(),
-                        source,
-                    })?;
-                ctx.provider.delete(node).await?;
-            }
-            DrainState::InProgress { .. } => remaining += 1,
+        if !remove_node(pool, node, ctx).await? {
+            remaining += 1;
         }
     }
     if remaining > 0 {
@@ -435,6 +384,45 @@ async fn cleanup(pool: &NodePool, ctx: &Context) -> Result<Action, Error> {
     }
     tracing::info!(pool = %name, nodes = nodes.len(), "pool deleted; its nodes are gone");
     Ok(Action::await_change())
+}
+
+/// One step of taking `node` out of `pool`: drain it, and delete it once drained or
+/// once the drain timeout has passed. Returns whether the node is gone.
+async fn remove_node(pool: &NodePool, node: &Node, ctx: &Context) -> Result<bool, Error> {
+    let node_name = node.name_any();
+    let drain_failed = |source| Error::DrainFailed {
+        node: node_name.clone(),
+        source,
+    };
+    match drain::drain_step(&ctx.client, node, ctx.settings.drain_timeout)
+        .await
+        .map_err(drain_failed)?
+    {
+        DrainState::Drained => {}
+        DrainState::TimedOut { remaining } => {
+            let note = format!(
+                "node {node_name}: {remaining} pod(s) not evicted within {:?}; removing it anyway",
+                ctx.settings.drain_timeout
+            );
+            ctx.publish(
+                pool,
+                EventType::Warning,
+                "NodeDrainTimeout",
+                "DrainNode",
+                note,
+            )
+            .await;
+            drain::finish_all(&ctx.client, node)
+                .await
+                .map_err(drain_failed)?;
+        }
+        DrainState::InProgress { remaining, blocked } => {
+            tracing::info!(pool = %pool.name_any(), node = %node_name, remaining, blocked, "draining");
+            return Ok(false);
+        }
+    }
+    ctx.provider.delete(node).await?;
+    Ok(true)
 }
 
 /// Writes the pool's status when it differs from the cached one. Returns whether it wrote.
