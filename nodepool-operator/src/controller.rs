@@ -54,6 +54,9 @@ pub struct Context {
     pub nodes: Store<Node>,
     pub settings: Settings,
     pub metrics: Arc<ReconcileMetrics>,
+    /// When this process last added or removed a node of each pool (by uid). Reconciles
+    /// of one pool never overlap; the pool in the cache may not show our last write yet.
+    pub last_scaled: std::sync::Mutex<std::collections::HashMap<String, Time>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -209,6 +212,24 @@ fn error_policy(pool: Arc<NodePool>, error: &Error, _ctx: Arc<Context>) -> Actio
 }
 
 impl Context {
+    fn last_scaled(&self, pool: &NodePool) -> Option<Time> {
+        let uid = pool.metadata.uid.as_deref()?;
+        self.last_scaled
+            .lock()
+            .expect("not poisoned")
+            .get(uid)
+            .cloned()
+    }
+
+    fn set_last_scaled(&self, pool: &NodePool, at: Time) {
+        if let Some(uid) = pool.metadata.uid.clone() {
+            self.last_scaled
+                .lock()
+                .expect("not poisoned")
+                .insert(uid, at);
+        }
+    }
+
     /// The pool's nodes from the cache, without those already being deleted.
     fn pool_nodes(&self, pool: &str) -> Vec<Arc<Node>> {
         self.nodes
@@ -252,7 +273,7 @@ async fn apply(pool: &NodePool, ctx: &Context) -> Result<Action, Error> {
         let written = write_status(
             pool,
             ctx,
-            decide::desired_status(pool, &refs, Some(&blocker), false, now()),
+            decide::desired_status(pool, &refs, Some(&blocker), ctx.last_scaled(pool), now()),
         )
         .await?;
         if written {
@@ -356,11 +377,14 @@ async fn apply(pool: &NodePool, ctx: &Context) -> Result<Action, Error> {
         }
     }
 
+    if scaled {
+        ctx.set_last_scaled(pool, now());
+    }
     let refs: Vec<&Node> = nodes.iter().map(|n| n.as_ref()).collect();
     write_status(
         pool,
         ctx,
-        decide::desired_status(pool, &refs, blocker.as_ref(), scaled, now()),
+        decide::desired_status(pool, &refs, blocker.as_ref(), ctx.last_scaled(pool), now()),
     )
     .await?;
     if scaled {
@@ -381,6 +405,9 @@ async fn cleanup(pool: &NodePool, ctx: &Context) -> Result<Action, Error> {
     }
     if remaining > 0 {
         return Err(Error::NodesRemaining(remaining));
+    }
+    if let Some(uid) = &pool.metadata.uid {
+        ctx.last_scaled.lock().expect("not poisoned").remove(uid);
     }
     tracing::info!(pool = %name, nodes = nodes.len(), "pool deleted; its nodes are gone");
     Ok(Action::await_change())

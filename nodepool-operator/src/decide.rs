@@ -113,12 +113,13 @@ pub enum Blocker {
     InvalidSpec(String),
 }
 
-/// The status nodepool-operator reports for `pool` with these nodes.
+/// The status nodepool-operator reports for `pool` with these nodes; `last_scaled` is
+/// when this process last added or removed one of its nodes.
 pub fn desired_status(
     pool: &NodePool,
     nodes: &[&Node],
     blocker: Option<&Blocker>,
-    scaled: bool,
+    last_scaled: Option<Time>,
     now: Time,
 ) -> NodePoolStatus {
     let previous = pool.status.clone().unwrap_or_default();
@@ -187,10 +188,11 @@ pub fn desired_status(
         ready_replicas: ready,
         selector: Some(NodePool::node_selector(&name)),
         observed_generation: generation,
-        last_scale_time: if scaled {
-            Some(now)
-        } else {
-            previous.last_scale_time
+        // The later of what this process saw and what the object says: the cached object
+        // can lag behind this operator's own last status write.
+        last_scale_time: match (last_scaled, previous.last_scale_time) {
+            (Some(a), Some(b)) => Some(if a.0 >= b.0 { a } else { b }),
+            (a, b) => a.or(b),
         },
         conditions,
     }
@@ -341,7 +343,7 @@ mod tests {
     #[test]
     fn status_counts_nodes_and_reports_scaling_up() {
         let (a, b) = (node("a", 1, true), node("b", 2, false));
-        let s = desired_status(&pool(3), &[&a, &b], None, true, now());
+        let s = desired_status(&pool(3), &[&a, &b], None, Some(now()), now());
         assert_eq!((s.replicas, s.ready_replicas), (2, 1));
         assert_eq!(s.selector.as_deref(), Some("nodepool.dev/pool=p"));
         assert_eq!(s.observed_generation, Some(7));
@@ -362,7 +364,7 @@ mod tests {
     fn status_is_ready_and_stable_when_converged_and_unchanged_when_recomputed() {
         let (a, b) = (node("a", 1, true), node("b", 2, true));
         let mut p = pool(2);
-        let s = desired_status(&p, &[&a, &b], None, false, now());
+        let s = desired_status(&p, &[&a, &b], None, None, now());
         assert_eq!(
             condition::find(&s.conditions, "Ready").unwrap().status,
             ConditionStatus::True
@@ -374,7 +376,36 @@ mod tests {
         // Recomputed later with nothing changed: equal, so no write is needed.
         p.status = Some(s.clone());
         let later = Time(Timestamp::from_second(2_000).unwrap());
-        assert_eq!(desired_status(&p, &[&a, &b], None, false, later), s);
+        assert_eq!(desired_status(&p, &[&a, &b], None, None, later), s);
+    }
+
+    #[test]
+    fn last_scale_time_is_never_moved_back_by_a_stale_copy() {
+        let (early, late) = (
+            Time(Timestamp::from_second(10).unwrap()),
+            Time(Timestamp::from_second(20).unwrap()),
+        );
+        let mut p = pool(1);
+        p.status = Some(NodePoolStatus {
+            last_scale_time: Some(early.clone()),
+            ..Default::default()
+        });
+        assert_eq!(
+            desired_status(&p, &[], None, Some(late.clone()), now()).last_scale_time,
+            Some(late.clone())
+        );
+        assert_eq!(
+            desired_status(&p, &[], None, None, now()).last_scale_time,
+            Some(early.clone())
+        );
+        p.status = Some(NodePoolStatus {
+            last_scale_time: Some(late.clone()),
+            ..Default::default()
+        });
+        assert_eq!(
+            desired_status(&p, &[], None, Some(early), now()).last_scale_time,
+            Some(late)
+        );
     }
 
     #[test]
@@ -384,7 +415,7 @@ mod tests {
             &pool(3),
             &[&a],
             Some(&Blocker::AtQuota { max_nodes: 1 }),
-            false,
+            None,
             now(),
         );
         let c = condition::find(&s.conditions, "Scaling").unwrap();
@@ -397,7 +428,7 @@ mod tests {
             &pool(3),
             &[],
             Some(&Blocker::InvalidSpec("bad cpu".into())),
-            false,
+            None,
             now(),
         );
         let c = condition::find(&s.conditions, "Ready").unwrap();

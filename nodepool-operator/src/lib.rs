@@ -54,6 +54,7 @@ pub async fn run_operator(
         nodes: nodes.clone(),
         settings: config.settings.clone(),
         metrics: reconciles.clone(),
+        last_scaled: Default::default(),
     });
 
     // The Autoscaler side reads pools from a cache of its own: it needs every pool
