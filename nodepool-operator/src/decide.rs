@@ -29,32 +29,9 @@ pub fn validate_template(template: &NodeTemplate) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses a Kubernetes quantity (`2`, `1500m`, `8Gi`, `1e3`) into a plain number.
+/// Parses a Kubernetes quantity into a plain number.
 pub fn parse_quantity(q: &Quantity) -> Option<f64> {
-    let s = q.0.trim();
-    let split = s
-        .find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
-        .unwrap_or(s.len());
-    let (number, suffix) = s.split_at(split);
-    let multiplier = match suffix {
-        "" => 1.0,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        _ => return None,
-    };
-    let value: f64 = number.parse().ok()?;
-    value.is_finite().then_some(value * multiplier)
+    shared_crd::quantity::parse(&q.0)
 }
 
 /// Whether a node reports `Ready=True`.
@@ -234,18 +211,6 @@ mod tests {
 
     fn now() -> Time {
         Time(Timestamp::from_second(1_000).unwrap())
-    }
-
-    #[test]
-    fn quantities_parse_like_kubernetes() {
-        let q = |s: &str| parse_quantity(&Quantity(s.into()));
-        assert_eq!(q("2"), Some(2.0));
-        assert_eq!(q("1500m"), Some(1.5));
-        assert_eq!(q("8Gi"), Some(8.0 * 1024.0 * 1024.0 * 1024.0));
-        assert_eq!(q("1k"), Some(1000.0));
-        assert_eq!(q("1e3"), Some(1000.0));
-        assert_eq!(q("two"), None);
-        assert_eq!(q("5Qi"), None);
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod autoscaler;
 pub mod condition;
 pub mod crd;
 pub mod nodepool;
+pub mod quantity;
 
 pub use autoscaler::{
     Autoscaler, AutoscalerSpec, AutoscalerStatus, NodePoolRef, ScalingBehavior, ScalingRules,

@@ -1,0 +1,555 @@
+//! Pure decisions of the autoscaler: the demand of a pool's pods, the recommendation per
+//! resource, HPA-style stabilization windows and steps, clamping, and the limits (paused,
+//! pool at quota). No client here.
+use k8s_openapi::api::core::v1::Pod;
+use shared_crd::{AutoscalerSpec, NodeCapacity, POOL_LABEL};
+
+/// Sum of the requests of the pods that target a pool.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Demand {
+    /// CPU cores.
+    pub cpu: f64,
+    /// Bytes.
+    pub memory: f64,
+    pub pods: f64,
+}
+
+/// What one node offers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Capacity {
+    pub cpu: f64,
+    pub memory: f64,
+    pub pods: f64,
+}
+
+impl Capacity {
+    /// From a NodePool template; `None` names the field that is not a positive quantity.
+    pub fn from_template(c: &NodeCapacity) -> Result<Self, String> {
+        let parse = |field: &str, q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity| {
+            shared_crd::quantity::parse(&q.0)
+                .filter(|v| *v > 0.0)
+                .ok_or_else(|| {
+                    format!(
+                        "NodePool capacity.{field} {:?} is not a positive quantity",
+                        q.0
+                    )
+                })
+        };
+        Ok(Self {
+            cpu: parse("cpu", &c.cpu)?,
+            memory: parse("memory", &c.memory)?,
+            pods: parse("pods", &c.pods)?,
+        })
+    }
+}
+
+/// The pool a pod asks for: `nodeSelector` on the pool label, or a required node
+/// affinity term `In` one pool.
+pub fn target_pool(pod: &Pod) -> Option<&str> {
+    let spec = pod.spec.as_ref()?;
+    if let Some(pool) = spec.node_selector.as_ref().and_then(|s| s.get(POOL_LABEL)) {
+        return Some(pool);
+    }
+    let terms = &spec
+        .affinity
+        .as_ref()?
+        .node_affinity
+        .as_ref()?
+        .required_during_scheduling_ignored_during_execution
+        .as_ref()?
+        .node_selector_terms;
+    terms.iter().find_map(|term| {
+        term.match_expressions.as_ref()?.iter().find_map(|e| {
+            let values = e.values.as_ref()?;
+            (e.key == POOL_LABEL && e.operator == "In" && values.len() == 1)
+                .then(|| values[0].as_str())
+        })
+    })
+}
+
+/// Whether a pod still needs room: not finished, not on its way out.
+pub fn is_active(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    pod.metadata.deletion_timestamp.is_none()
+        && !matches!(phase, Some("Succeeded") | Some("Failed"))
+}
+
+/// The requests of one pod (its containers' requests; init containers are not counted).
+pub fn pod_demand(pod: &Pod) -> Demand {
+    let mut d = Demand {
+        pods: 1.0,
+        ..Default::default()
+    };
+    for c in pod.spec.iter().flat_map(|s| &s.containers) {
+        let requests = c.resources.as_ref().and_then(|r| r.requests.as_ref());
+        if let Some(r) = requests {
+            d.cpu += r
+                .get("cpu")
+                .and_then(|q| shared_crd::quantity::parse(&q.0))
+                .unwrap_or(0.0);
+            d.memory += r
+                .get("memory")
+                .and_then(|q| shared_crd::quantity::parse(&q.0))
+                .unwrap_or(0.0);
+        }
+    }
+    d
+}
+
+/// Sum of the active pods' demand for `pool`.
+pub fn pool_demand<'a>(pool: &str, pods: impl IntoIterator<Item = &'a Pod>) -> Demand {
+    pods.into_iter()
+        .filter(|p| is_active(p) && target_pool(p) == Some(pool))
+        .map(pod_demand)
+        .fold(Demand::default(), |a, b| Demand {
+            cpu: a.cpu + b.cpu,
+            memory: a.memory + b.memory,
+            pods: a.pods + b.pods,
+        })
+}
+
+/// Nodes needed for `demand` at `target_utilization` percent, by the scarcest resource,
+/// with the sentence that explains it.
+pub fn nodes_needed(demand: Demand, capacity: Capacity, target_utilization: i32) -> (i32, String) {
+    let target = f64::from(target_utilization.clamp(1, 100)) / 100.0;
+    let per = |d: f64, c: f64| (d / (c * target) - 1e-9).ceil().max(0.0) as i32;
+    let candidates = [
+        (
+            per(demand.cpu, capacity.cpu),
+            format!(
+                "cpu demand {} cores / ({} cores x {}%)",
+                round(demand.cpu),
+                round(capacity.cpu),
+                target_utilization
+            ),
+        ),
+        (
+            per(demand.memory, capacity.memory),
+            format!(
+                "memory demand {}Gi / ({}Gi x {}%)",
+                round(demand.memory / GI),
+                round(capacity.memory / GI),
+                target_utilization
+            ),
+        ),
+        (
+            per(demand.pods, capacity.pods),
+            format!(
+                "{} pods / ({} pods x {}%)",
+                demand.pods, capacity.pods, target_utilization
+            ),
+        ),
+    ];
+    let (n, why) = candidates
+        .into_iter()
+        .max_by_key(|(n, _)| *n)
+        .expect("three candidates");
+    (n, format!("{why} -> {n} nodes"))
+}
+
+const GI: f64 = 1024.0 * 1024.0 * 1024.0;
+
+fn round(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+/// One past recommendation, for the stabilization windows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recommendation {
+    /// Seconds (any monotonic origin).
+    pub at: i64,
+    pub replicas: i32,
+}
+
+/// What to do.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// The size to ask of the pool.
+    pub desired: i32,
+    /// Clamped recommendation before stabilization and steps.
+    pub recommendation: i32,
+    /// Human-readable reason (the Autoscaler's `lastDecision`).
+    pub explanation: String,
+    /// Why `desired` is not simply the recommendation, if so: (reason, message).
+    pub limited: Option<(&'static str, String)>,
+    /// When the decision may change with time alone (a window is holding it back).
+    pub recheck_in_seconds: Option<i64>,
+}
+
+/// Everything a decision depends on.
+pub struct Inputs<'a> {
+    pub spec: &'a AutoscalerSpec,
+    pub demand: Demand,
+    pub capacity: Capacity,
+    /// The pool's current `spec.replicas`.
+    pub current: i32,
+    /// nodepool-operator says the pool is at its provider quota.
+    pub pool_at_quota: bool,
+    /// Earlier recommendations (oldest first), not including this one.
+    pub history: &'a [Recommendation],
+    pub now: i64,
+}
+
+/// The HPA's algorithm, per pool: recommend, stabilize (scale up to the lowest and down to
+/// the highest recommendation of each window), limit the step, clamp, hold when paused or
+/// when the pool cannot get more nodes.
+pub fn decide(input: &Inputs) -> Decision {
+    let spec = input.spec;
+    let (raw, why) = nodes_needed(input.demand, input.capacity, spec.target_utilization);
+    let recommendation = raw.clamp(spec.min_replicas, spec.max_replicas);
+    let mut explanation = why;
+    let mut limited = None;
+    if recommendation != raw {
+        explanation += &format!(
+            ", clamped to {recommendation} (min {}, max {})",
+            spec.min_replicas, spec.max_replicas
+        );
+        limited = Some((
+            if raw > spec.max_replicas {
+                "TooManyReplicas"
+            } else {
+                "TooFewReplicas"
+            },
+            format!(
+                "{raw} nodes needed, limited to [{}, {}]",
+                spec.min_replicas, spec.max_replicas
+            ),
+        ));
+    }
+
+    let window = |seconds: i32| {
+        let since = input.now - i64::from(seconds);
+        input
+            .history
+            .iter()
+            .filter(move |r| r.at > since)
+            .map(|r| r.replicas)
+            .chain(std::iter::once(recommendation))
+    };
+    let up_to = window(spec.behavior.scale_up.stabilization_window_seconds)
+        .min()
+        .unwrap_or(recommendation);
+    let down_to = window(spec.behavior.scale_down.stabilization_window_seconds)
+        .max()
+        .unwrap_or(recommendation);
+    let current = input.current;
+    let mut recheck = None;
+    let mut desired = if current < up_to {
+        up_to
+    } else if current > down_to {
+        down_to
+    } else {
+        current
+    };
+    if desired != recommendation {
+        // A window holds the change back; it can move once the oldest entry ages out.
+        let oldest_in = |seconds: i32| {
+            input
+                .history
+                .iter()
+                .filter(|r| r.at > input.now - i64::from(seconds))
+                .map(|r| r.at + i64::from(seconds) - input.now)
+                .min()
+        };
+        recheck = if recommendation < current {
+            oldest_in(spec.behavior.scale_down.stabilization_window_seconds)
+        } else {
+            oldest_in(spec.behavior.scale_up.stabilization_window_seconds)
+        };
+        explanation += &format!("; stabilized at {desired}");
+    }
+    let (up_step, down_step) = (
+        spec.behavior.scale_up.max_step,
+        spec.behavior.scale_down.max_step,
+    );
+    if desired > current + up_step {
+        desired = current + up_step;
+        explanation += &format!("; step limited to +{up_step}");
+        recheck = Some(1);
+    } else if desired < current - down_step {
+        desired = current - down_step;
+        explanation += &format!("; step limited to -{down_step}");
+        recheck = Some(1);
+    }
+    desired = desired.clamp(spec.min_replicas, spec.max_replicas);
+
+    if input.pool_at_quota && desired > current {
+        // Asking for more than the pool can get only makes the two operators fight; asking
+        // for less would clear AtQuota and ask again next time: hold the current request.
+        explanation += &format!("; pool at quota, holding at {current}");
+        limited = Some((
+            "AtQuota",
+            format!("the pool is at its provider quota; holding at {current} instead of {desired}"),
+        ));
+        desired = current;
+        recheck = None;
+    }
+    if spec.paused {
+        explanation = format!("paused; would ask for {desired}");
+        limited = Some(("Paused", format!("paused; would ask for {desired}")));
+        desired = current;
+        recheck = None;
+    }
+    Decision {
+        desired,
+        recommendation,
+        explanation,
+        limited,
+        recheck_in_seconds: recheck,
+    }
+}
+
+/// Checks the 1.20 server cannot do (no CEL there): the spec's own consistency.
+pub fn validate(spec: &AutoscalerSpec) -> Result<(), String> {
+    if spec.min_replicas > spec.max_replicas {
+        return Err(format!(
+            "spec.minReplicas ({}) must not exceed spec.maxReplicas ({})",
+            spec.min_replicas, spec.max_replicas
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use serde_json::json;
+    use shared_crd::{NodePoolRef, ScalingBehavior, ScalingRules};
+
+    fn spec(min: i32, max: i32) -> AutoscalerSpec {
+        AutoscalerSpec {
+            node_pool_ref: NodePoolRef { name: "p".into() },
+            min_replicas: min,
+            max_replicas: max,
+            target_utilization: 80,
+            behavior: ScalingBehavior {
+                scale_up: ScalingRules {
+                    stabilization_window_seconds: 0,
+                    max_step: 10,
+                },
+                scale_down: ScalingRules {
+                    stabilization_window_seconds: 0,
+                    max_step: 10,
+                },
+            },
+            paused: false,
+        }
+    }
+
+    const NODE: Capacity = Capacity {
+        cpu: 2.0,
+        memory: 8.0 * GI,
+        pods: 110.0,
+    };
+
+    fn cpu(cores: f64) -> Demand {
+        Demand {
+            cpu: cores,
+            memory: 0.0,
+            pods: 1.0,
+        }
+    }
+
+    fn run(
+        spec: &AutoscalerSpec,
+        demand: Demand,
+        current: i32,
+        history: &[Recommendation],
+        now: i64,
+    ) -> Decision {
+        decide(&Inputs {
+            spec,
+            demand,
+            capacity: NODE,
+            current,
+            pool_at_quota: false,
+            history,
+            now,
+        })
+    }
+
+    #[test]
+    fn utilization_math_per_resource() {
+        // (demand, expected nodes): 2 cores x 80% = 1.6 usable cores per node.
+        let table = [
+            (Demand::default(), 0),
+            (cpu(0.0), 1), // one pod needs a node even with no requests
+            (cpu(1.6), 1),
+            (cpu(1.7), 2),
+            (cpu(5.5), 4),
+            (
+                Demand {
+                    cpu: 0.1,
+                    memory: 20.0 * GI,
+                    pods: 1.0,
+                },
+                4,
+            ), // 6.4Gi usable per node
+            (
+                Demand {
+                    cpu: 0.1,
+                    memory: 0.0,
+                    pods: 200.0,
+                },
+                3,
+            ), // 88 pods usable per node
+        ];
+        for (demand, want) in table {
+            assert_eq!(nodes_needed(demand, NODE, 80).0, want, "{demand:?}");
+        }
+        let (_, why) = nodes_needed(cpu(5.5), NODE, 80);
+        assert_eq!(why, "cpu demand 5.5 cores / (2 cores x 80%) -> 4 nodes");
+    }
+
+    #[test]
+    fn recommendations_are_clamped_to_min_and_max() {
+        let d = run(&spec(2, 3), cpu(0.0), 2, &[], 0);
+        assert_eq!(
+            (d.desired, d.limited.map(|l| l.0)),
+            (2, Some("TooFewReplicas"))
+        );
+        let d = run(&spec(1, 3), cpu(100.0), 1, &[], 0);
+        assert_eq!(
+            (d.desired, d.limited.map(|l| l.0)),
+            (3, Some("TooManyReplicas"))
+        );
+        let d = run(&spec(1, 10), cpu(5.5), 1, &[], 0);
+        assert_eq!((d.desired, d.limited), (4, None));
+    }
+
+    #[test]
+    fn scale_down_waits_for_the_highest_recommendation_of_its_window() {
+        let mut s = spec(1, 10);
+        s.behavior.scale_down.stabilization_window_seconds = 60;
+        let history = [Recommendation {
+            at: 100,
+            replicas: 4,
+        }];
+        // Demand dropped at t=130: the window (since t=70) still holds 4.
+        let d = run(&s, cpu(0.0), 4, &history, 130);
+        assert_eq!(d.desired, 4);
+        assert_eq!(
+            d.recheck_in_seconds,
+            Some(30),
+            "re-check when the 4 ages out"
+        );
+        // At t=161 the 4 is out of the window.
+        let d = run(&s, cpu(0.0), 4, &history, 161);
+        assert_eq!(d.desired, 1);
+    }
+
+    #[test]
+    fn scale_up_waits_for_the_lowest_recommendation_of_its_window() {
+        let mut s = spec(1, 10);
+        s.behavior.scale_up.stabilization_window_seconds = 30;
+        let history = [Recommendation {
+            at: 100,
+            replicas: 1,
+        }];
+        assert_eq!(run(&s, cpu(5.5), 1, &history, 110).desired, 1);
+        assert_eq!(run(&s, cpu(5.5), 1, &history, 131).desired, 4);
+    }
+
+    #[test]
+    fn steps_limit_each_change() {
+        let mut s = spec(0, 20);
+        s.behavior.scale_up.max_step = 2;
+        s.behavior.scale_down.max_step = 1;
+        let up = run(&s, cpu(16.0), 1, &[], 0);
+        assert_eq!(up.desired, 3);
+        assert!(
+            up.explanation.contains("step limited to +2"),
+            "{}",
+            up.explanation
+        );
+        assert_eq!(run(&s, cpu(0.0), 5, &[], 0).desired, 4);
+    }
+
+    #[test]
+    fn paused_keeps_the_current_size() {
+        let mut s = spec(1, 10);
+        s.paused = true;
+        let d = run(&s, cpu(5.5), 2, &[], 0);
+        assert_eq!((d.desired, d.limited.unwrap().0), (2, "Paused"));
+    }
+
+    #[test]
+    fn at_quota_holds_the_request_instead_of_asking_for_more() {
+        let s = spec(1, 10);
+        let input = Inputs {
+            spec: &s,
+            demand: cpu(9.0),
+            capacity: NODE,
+            current: 3,
+            pool_at_quota: true,
+            history: &[],
+            now: 0,
+        };
+        let d = decide(&input);
+        assert_eq!((d.desired, d.limited.clone().unwrap().0), (3, "AtQuota"));
+        // Scaling down is still allowed at quota.
+        let input = Inputs {
+            demand: cpu(1.0),
+            ..input
+        };
+        assert_eq!(decide(&input).desired, 1);
+    }
+
+    #[test]
+    fn min_above_max_is_invalid() {
+        assert!(validate(&spec(1, 3)).is_ok());
+        assert!(
+            validate(&spec(5, 2))
+                .unwrap_err()
+                .contains("minReplicas (5) must not exceed spec.maxReplicas (2)")
+        );
+    }
+
+    #[test]
+    fn pods_target_a_pool_by_selector_or_required_affinity() {
+        let by_selector: Pod = serde_json::from_value(
+            json!({"spec": {"containers": [], "nodeSelector": {"nodepool.dev/pool": "a"}}}),
+        )
+        .unwrap();
+        assert_eq!(target_pool(&by_selector), Some("a"));
+        let by_affinity: Pod = serde_json::from_value(json!({"spec": {"containers": [], "affinity": {"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "nodepool.dev/pool", "operator": "In", "values": ["b"]}]}]}}}}})).unwrap();
+        assert_eq!(target_pool(&by_affinity), Some("b"));
+        let elsewhere: Pod = serde_json::from_value(json!({"spec": {"containers": []}})).unwrap();
+        assert_eq!(target_pool(&elsewhere), None);
+    }
+
+    #[test]
+    fn demand_sums_requests_of_active_pods_only() {
+        let pod = |cpu: &str, phase: &str| -> Pod {
+            serde_json::from_value(json!({"spec": {"nodeSelector": {"nodepool.dev/pool": "a"}, "containers": [
+                {"name": "c", "resources": {"requests": {"cpu": cpu, "memory": "1Gi"}}},
+                {"name": "d", "resources": {"requests": {"cpu": "250m"}}}]}, "status": {"phase": phase}})).unwrap()
+        };
+        let pods = [
+            pod("500m", "Pending"),
+            pod("1", "Running"),
+            pod("4", "Succeeded"),
+        ];
+        let d = pool_demand("a", &pods);
+        assert_eq!((d.cpu, d.memory / GI, d.pods), (2.0, 2.0, 2.0));
+        assert_eq!(pool_demand("other", &pods), Demand::default());
+    }
+
+    #[test]
+    fn capacity_comes_from_the_template() {
+        let c = Capacity::from_template(&NodeCapacity::default()).unwrap();
+        assert_eq!(c, NODE);
+        let bad = NodeCapacity {
+            cpu: Quantity("0".into()),
+            ..NodeCapacity::default()
+        };
+        assert!(
+            Capacity::from_template(&bad)
+                .unwrap_err()
+                .contains("capacity.cpu")
+        );
+    }
+}
