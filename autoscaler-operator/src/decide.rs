@@ -181,8 +181,11 @@ pub struct Inputs<'a> {
     pub spec: &'a AutoscalerSpec,
     pub demand: Demand,
     pub capacity: Capacity,
-    /// The pool's current `spec.replicas`.
+    /// The pool's current `spec.replicas` (the size asked for).
     pub current: i32,
+    /// Nodes the pool has (`status.replicas`): steps count from what exists, so a
+    /// `maxStep` of 1 removes nodes one by one however often decisions run.
+    pub existing: i32,
     /// nodepool-operator says the pool is at its provider quota.
     pub pool_at_quota: bool,
     /// Earlier recommendations (oldest first), not including this one.
@@ -262,12 +265,15 @@ pub fn decide(input: &Inputs) -> Decision {
         spec.behavior.scale_up.max_step,
         spec.behavior.scale_down.max_step,
     );
-    if desired > current + up_step {
-        desired = current + up_step;
+    // Steps count from the nodes that exist, never undoing what was already asked.
+    let highest = (input.existing + up_step).max(current);
+    let lowest = (input.existing - down_step).min(current);
+    if desired > highest {
+        desired = highest;
         explanation += &format!("; step limited to +{up_step}");
         recheck = Some(1);
-    } else if desired < current - down_step {
-        desired = current - down_step;
+    } else if desired < lowest {
+        desired = lowest;
         explanation += &format!("; step limited to -{down_step}");
         recheck = Some(1);
     }
@@ -363,6 +369,7 @@ mod tests {
             demand,
             capacity: NODE,
             current,
+            existing: current,
             pool_at_quota: false,
             history,
             now,
@@ -464,6 +471,26 @@ mod tests {
             up.explanation
         );
         assert_eq!(run(&s, cpu(0.0), 5, &[], 0).desired, 4);
+        // Asked for 4 while 5 nodes still exist: the next decision does not go lower.
+        let input = Inputs {
+            spec: &s,
+            demand: cpu(0.0),
+            capacity: NODE,
+            current: 4,
+            existing: 5,
+            pool_at_quota: false,
+            history: &[],
+            now: 0,
+        };
+        assert_eq!(decide(&input).desired, 4);
+        // Up: 1 node exists, 3 asked; +2 from what exists allows 3, not more.
+        let input = Inputs {
+            demand: cpu(16.0),
+            current: 3,
+            existing: 1,
+            ..input
+        };
+        assert_eq!(decide(&input).desired, 3);
     }
 
     #[test]
@@ -482,6 +509,7 @@ mod tests {
             demand: cpu(9.0),
             capacity: NODE,
             current: 3,
+            existing: 3,
             pool_at_quota: true,
             history: &[],
             now: 0,

@@ -48,20 +48,20 @@ const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:8081";
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    operator_kit::telemetry::init(&cli.log, tracing_subscriber_identity());
+    operator_kit::telemetry::init(&cli.log, tracing_subscriber::layer::Identity::new());
     let client = cli
         .run
         .client()
         .await
         .map_err(|e| anyhow::anyhow!(e))
         .context("building a Kubernetes client")?;
-    let (mut registry, writes, reconciles) = operator_kit::metrics::registry("nodepool_operator");
+    let (registry, writes, reconciles) = operator_kit::metrics::registry("nodepool_operator");
     let readiness = Readiness::default();
     let addr: SocketAddr = cli
         .run
         .metrics_addr
         .unwrap_or_else(|| DEFAULT_METRICS_ADDR.parse().expect("valid default"));
-    let registry = Arc::new(std::mem::take(&mut registry));
+    let registry = Arc::new(registry);
     let config = Config {
         settings: Settings {
             max_nodes: cli.max_nodes,
@@ -84,8 +84,4 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-fn tracing_subscriber_identity() -> tracing_subscriber::layer::Identity {
-    tracing_subscriber::layer::Identity::new()
 }
