@@ -1,0 +1,262 @@
+//! Both operators on a real API server: pods that need nodes make the pool grow and the
+//! Autoscaler report it; without them the pool shrinks to minReplicas after the
+//! scale-down window; an invalid Autoscaler is reported and writes no pool.
+mod support;
+
+use std::time::Duration;
+
+use e2e::{eventually, fixtures, shared, unique_name};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use shared_crd::condition::{ConditionStatus, find};
+use shared_crd::{Autoscaler, NodePool, ScalingRules};
+use support::operators;
+
+const CONVERGE: Duration = Duration::from_secs(60);
+
+async fn setup() -> Client {
+    operators();
+    shared().client().await.unwrap()
+}
+
+/// A pending pod of `cpu` cores that wants `pool`.
+fn pod(name: &str, pool: &str, cpu: &str) -> Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "nodeSelector": {"nodepool.dev/pool": pool},
+            "tolerations": [{"key": "nodepool.dev/virtual", "operator": "Exists", "effect": "NoSchedule"}],
+            "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9",
+                            "resources": {"requests": {"cpu": cpu, "memory": "256Mi"}}}]
+        }
+    }))
+    .unwrap()
+}
+
+async fn ready_nodes(nodes: &Api<Node>, pool: &str) -> usize {
+    nodes
+        .list(&ListParams::default().labels(&format!("nodepool.dev/pool={pool}")))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|n| nodepool_operator::decide::is_ready(n))
+        .count()
+}
+
+#[tokio::test]
+async fn the_pool_follows_the_demand_of_its_pods() {
+    let client = setup().await;
+    let pools: Api<NodePool> = Api::all(client.clone());
+    let autoscalers: Api<Autoscaler> = Api::all(client.clone());
+    let nodes: Api<Node> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+
+    let pool = unique_name("grow");
+    pools
+        .create(&PostParams::default(), &fixtures::nodepool(&pool, 1))
+        .await
+        .unwrap();
+    let mut scaler = fixtures::autoscaler(&unique_name("as"), &pool, 1, 6);
+    scaler.spec.behavior.scale_down = ScalingRules {
+        stabilization_window_seconds: 3,
+        max_step: 1,
+    };
+    let scaler_name = scaler.name_any();
+    autoscalers
+        .create(&PostParams::default(), &scaler)
+        .await
+        .unwrap();
+
+    // 4 pods of 1.2 cores: 4.8 cores / (2 x 80%) = 3 nodes.
+    let names: Vec<String> = (0..4).map(|i| format!("{pool}-pod-{i}")).collect();
+    for name in &names {
+        pods.create(&PostParams::default(), &pod(name, &pool, "1200m"))
+            .await
+            .unwrap();
+    }
+    let status = eventually(
+        "3 ready nodes and the autoscaler reporting them",
+        CONVERGE,
+        || async {
+            let ready = ready_nodes(&nodes, &pool).await;
+            let a = autoscalers
+                .get(&scaler_name)
+                .await
+                .map_err(|e| e.to_string())?;
+            let s = a.status.clone().unwrap_or_default();
+            if ready == 3 && s.desired_replicas == Some(3) && s.current_replicas == Some(3) {
+                Ok(s)
+            } else {
+                Err(format!("{ready} ready; status {s:?}"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(pools.get(&pool).await.unwrap().spec.replicas, 3);
+    let decision = status.last_decision.unwrap();
+    assert!(
+        decision.contains("cpu demand 4.8 cores / (2 cores x 80%) -> 3 nodes"),
+        "{decision}"
+    );
+    assert!(status.last_scale_time.is_some());
+    for (type_, want) in [
+        ("Active", ConditionStatus::True),
+        ("AbleToScale", ConditionStatus::True),
+        ("NodePoolReady", ConditionStatus::True),
+    ] {
+        let c = find(&status.conditions, type_)
+            .unwrap_or_else(|| panic!("{type_} missing: {:?}", status.conditions));
+        assert_eq!(c.status, want, "{c:?}");
+    }
+
+    // The pool's spec.replicas belongs to the autoscaler's field manager.
+    let p = pools.get(&pool).await.unwrap();
+    let owner = p
+        .managed_fields()
+        .iter()
+        .find(|m| {
+            m.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0.to_string().contains("f:replicas"))
+                && m.subresource.is_none()
+        })
+        .and_then(|m| m.manager.clone());
+    assert_eq!(owner.as_deref(), Some("autoscaler-operator"));
+
+    for name in &names {
+        pods.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    eventually("the pool back at minReplicas", CONVERGE, || async {
+        let ready = ready_nodes(&nodes, &pool).await;
+        let p = pools.get(&pool).await.map_err(|e| e.to_string())?;
+        (ready == 1 && p.spec.replicas == 1)
+            .then_some(())
+            .ok_or(format!("{ready} ready, spec {}", p.spec.replicas))
+    })
+    .await;
+    autoscalers
+        .delete(&scaler_name, &DeleteParams::default())
+        .await
+        .unwrap();
+    pools.delete(&pool, &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_invalid_autoscaler_is_reported_and_writes_no_pool() {
+    let client = setup().await;
+    let pools: Api<NodePool> = Api::all(client.clone());
+    let autoscalers: Api<Autoscaler> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pool = unique_name("untouched");
+    pools
+        .create(&PostParams::default(), &fixtures::nodepool(&pool, 1))
+        .await
+        .unwrap();
+    let before = pools.get(&pool).await.unwrap();
+    // Demand that would need 3 nodes, for an Autoscaler whose min exceeds its max.
+    for i in 0..3 {
+        pods.create(
+            &PostParams::default(),
+            &pod(&format!("{pool}-pod-{i}"), &pool, "1500m"),
+        )
+        .await
+        .unwrap();
+    }
+    let name = unique_name("inverted");
+    let created = autoscalers
+        .create(
+            &PostParams::default(),
+            &fixtures::autoscaler(&name, &pool, 5, 2),
+        )
+        .await;
+    if created.is_err() {
+        // A server with CEL rejects it outright: the schema did the operator's job.
+        return;
+    }
+    let condition = eventually("InvalidSpec", CONVERGE, || async {
+        let a = autoscalers.get(&name).await.map_err(|e| e.to_string())?;
+        let conditions = a.status.unwrap_or_default().conditions;
+        find(&conditions, "AbleToScale")
+            .filter(|c| c.reason == "InvalidSpec")
+            .cloned()
+            .ok_or(format!("{conditions:?}"))
+    })
+    .await;
+    assert_eq!(condition.status, ConditionStatus::False);
+    assert!(
+        condition
+            .message
+            .contains("minReplicas (5) must not exceed spec.maxReplicas (2)"),
+        "{}",
+        condition.message
+    );
+
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(client);
+    eventually("an InvalidSpec event", CONVERGE, || async {
+        let list = events
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        list.items
+            .iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("InvalidSpec")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name.as_str())
+            })
+            .map(|_| ())
+            .ok_or_else(|| "none yet".to_owned())
+    })
+    .await;
+    let after = pools.get(&pool).await.unwrap();
+    assert_eq!(after.spec.replicas, 1, "the pool was written");
+    assert_eq!(
+        after.metadata.generation, before.metadata.generation,
+        "the pool spec changed"
+    );
+
+    // A missing pool is reported too, and so is a second Autoscaler of one pool.
+    let orphan = unique_name("orphan");
+    autoscalers
+        .create(
+            &PostParams::default(),
+            &fixtures::autoscaler(&orphan, "no-such-pool", 1, 2),
+        )
+        .await
+        .unwrap();
+    let second = unique_name("second");
+    let first = unique_name("first");
+    autoscalers
+        .create(
+            &PostParams::default(),
+            &fixtures::autoscaler(&first, &pool, 1, 2),
+        )
+        .await
+        .unwrap();
+    autoscalers
+        .create(
+            &PostParams::default(),
+            &fixtures::autoscaler(&second, &pool, 1, 2),
+        )
+        .await
+        .unwrap();
+    for (who, reason) in [(orphan, "NotFound"), (second, "PoolAlreadyTargeted")] {
+        eventually(&format!("{who} {reason}"), CONVERGE, || async {
+            let a = autoscalers.get(&who).await.map_err(|e| e.to_string())?;
+            let conditions = a.status.unwrap_or_default().conditions;
+            find(&conditions, "AbleToScale")
+                .filter(|c| c.reason == reason)
+                .map(|_| ())
+                .ok_or(format!("{conditions:?}"))
+        })
+        .await;
+    }
+    for i in 0..3 {
+        pods.delete(&format!("{pool}-pod-{i}"), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+}

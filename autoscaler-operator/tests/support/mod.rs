@@ -1,0 +1,84 @@
+//! Both operators, in-process, against this test binary's control plane, on a runtime
+//! of their own: nodepool-operator (fast provisioning) and autoscaler-operator.
+#![allow(dead_code)]
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use e2e::{ControlPlane, Identity, shared};
+use operator_kit::ConflictStrategy;
+use operator_kit::http::Readiness;
+use operator_kit::metrics::{ReconcileMetrics, WriteMetrics};
+
+pub struct Running {
+    pub autoscaler_writes: Arc<WriteMetrics>,
+    pub autoscaler_reconciles: Arc<ReconcileMetrics>,
+}
+
+pub fn operators() -> &'static Running {
+    static RUNNING: OnceLock<Running> = OnceLock::new();
+    RUNNING.get_or_init(|| {
+        let kubeconfig = shared().kubeconfig().to_owned();
+        let (_, np_writes, np_reconciles) = operator_kit::metrics::registry("nodepool_operator");
+        let (_, as_writes, as_reconciles) = operator_kit::metrics::registry("autoscaler_operator");
+        let running = Running {
+            autoscaler_writes: as_writes.clone(),
+            autoscaler_reconciles: as_reconciles.clone(),
+        };
+        let (np_ready, as_ready) = (Readiness::default(), Readiness::default());
+        let (np_flag, as_flag) = (np_ready.clone(), as_ready.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            rt.block_on(async move {
+                let client = ControlPlane::client_for_kubeconfig(&kubeconfig, Identity::Admin)
+                    .await
+                    .expect("client");
+                let np = nodepool_operator::Config {
+                    settings: nodepool_operator::Settings {
+                        max_nodes: None,
+                        drain_timeout: Duration::from_secs(5),
+                        resync: Duration::from_secs(300),
+                        concurrency: 4,
+                    },
+                    provider: nodepool_operator::provider::VirtualSettings {
+                        provisioning_delay: Duration::from_millis(300),
+                        heartbeat_interval: Duration::from_secs(30),
+                        taint_nodes: true,
+                    },
+                    strategy: ConflictStrategy::Apply,
+                };
+                let auto = autoscaler_operator::Config {
+                    settings: autoscaler_operator::Settings {
+                        resync: Duration::from_secs(30),
+                        concurrency: 4,
+                    },
+                    strategy: ConflictStrategy::Apply,
+                };
+                tokio::join!(
+                    nodepool_operator::run_operator(
+                        client.clone(),
+                        np,
+                        np_writes,
+                        np_reconciles,
+                        np_ready
+                    ),
+                    autoscaler_operator::run_operator(
+                        client,
+                        auto,
+                        as_writes,
+                        as_reconciles,
+                        as_ready
+                    ),
+                );
+            });
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !(np_flag.is_ready() && as_flag.is_ready()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "operators not ready after 30s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        running
+    })
+}
