@@ -46,12 +46,13 @@ cluster-down: ## Stop the local control plane and remove its data
 	$(CARGO) run -q -p e2e --bin local-cluster -- --kubeconfig $(LOCAL_KUBECONFIG) down
 
 .PHONY: demo
-demo: cluster-up ## Local control plane plus the sample NodePool and Autoscaler
-	$(KUBECTL) apply -f deploy/samples/
+demo: assets ## The main job: both operators scale a pool up and down on a local control plane
+	hack/demo.sh
+
+.PHONY: samples
+samples: cluster-up ## Apply the sample NodePool and Autoscaler to the `make cluster-up` cluster
+	$(KUBECTL) apply -f deploy/samples/nodepool.yaml -f deploy/samples/autoscaler.yaml
 	$(KUBECTL) get nodepools,autoscalers
-	@echo
-	@echo "The local control plane keeps running: export KUBECONFIG=$(LOCAL_KUBECONFIG)"
-	@echo "Stop it with: make cluster-down"
 
 .PHONY: e2e
 e2e: ## The integration suite against the cluster in E2E_KUBECONFIG (e.g. kind), else a local one

@@ -98,16 +98,18 @@ impl ControlPlane {
     /// Stops a control plane started with [`ControlPlane::start_detached`] and removes `dir`.
     pub fn stop_detached(dir: &Path) -> Result<()> {
         let pids = fs::read_to_string(dir.join("pids")).unwrap_or_default();
-        for pid in pids.split_whitespace() {
-            // A process group each: kill the group so nothing is left behind.
-            let _ = Command::new("kill")
-                .arg("--")
-                .arg(format!("-{pid}"))
-                .status();
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for pid in pids.split_whitespace() {
-            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        let alive = |pid: &str| Path::new(&format!("/proc/{pid}")).exists();
+        // Each runs in a process group of its own: signal the group, TERM then KILL.
+        for signal in ["-TERM", "-KILL"] {
+            for pid in pids.split_whitespace().filter(|pid| alive(pid)) {
+                let _ = Command::new("kill")
+                    .arg(signal)
+                    .arg("--")
+                    .arg(format!("-{pid}"))
+                    .status();
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while pids.split_whitespace().any(alive) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }

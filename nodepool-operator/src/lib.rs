@@ -87,10 +87,17 @@ pub async fn run_operator(
             }
         }
     };
-    tokio::join!(
-        provider::finish_terminating_pods(client.clone(), nodes.clone()),
-        controller::run(ctx, watches),
-        binding::run(binding_ctx, binding_pool_events),
-        ready,
-    );
+    // The controllers stop on SIGTERM or Ctrl-C; the pod finisher is a plain watch and
+    // goes with them.
+    let controllers = async {
+        tokio::join!(
+            controller::run(ctx, watches),
+            binding::run(binding_ctx, binding_pool_events),
+            ready,
+        )
+    };
+    tokio::select! {
+        _ = controllers => {}
+        () = provider::finish_terminating_pods(client.clone(), nodes.clone()) => {}
+    }
 }

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# `make demo`: a local control plane, both operators built and started, the samples
+# applied; the pool grows to meet the pods' demand and shrinks after they go.
+# Interactive: a live view until the end or Ctrl-C. With CI=true or no terminal it runs
+# to completion and exits 0 only if the pool reached the expected sizes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DIR=.kube/demo
+export KUBECONFIG=$PWD/.kube/demo.config
+ASSETS=$(hack/control-plane.sh)
+KUBECTL="$ASSETS/kubectl"
+STRATEGY=${CONFLICT_STRATEGY:-apply}
+NP_ADDR=${DEMO_NODEPOOL_METRICS_ADDR:-127.0.0.1:8081}
+AS_ADDR=${DEMO_AUTOSCALER_METRICS_ADDR:-127.0.0.1:8082}
+GROW_TO=4 SHRINK_TO=1
+interactive=false
+if [ -t 1 ] && [ -z "${CI:-}" ]; then interactive=true; fi
+
+pids=()
+cleanup() {
+  trap - EXIT INT TERM
+  echo; echo "== cleaning up"
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  cargo run -q -p e2e --bin local-cluster -- --dir "$DIR" --kubeconfig "$KUBECONFIG" down || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "== building both operators"
+cargo build -q -p nodepool-operator -p autoscaler-operator -p e2e --bins
+echo "== starting a local control plane ($DIR)"
+cargo run -q -p e2e --bin local-cluster -- --dir "$DIR" --kubeconfig "$KUBECONFIG" down >/dev/null 2>&1 || true
+cargo run -q -p e2e --bin local-cluster -- --dir "$DIR" --kubeconfig "$KUBECONFIG" up
+
+echo "== starting nodepool-operator and autoscaler-operator (--conflict-strategy $STRATEGY)"
+target/debug/nodepool-operator --conflict-strategy "$STRATEGY" --metrics-addr "$NP_ADDR" >"$DIR/nodepool-operator.log" 2>&1 &
+pids+=($!)
+target/debug/autoscaler-operator --conflict-strategy "$STRATEGY" --metrics-addr "$AS_ADDR" >"$DIR/autoscaler-operator.log" 2>&1 &
+pids+=($!)
+for i in 0 1; do
+  addr=$([ "$i" = 0 ] && echo "$NP_ADDR" || echo "$AS_ADDR")
+  for _ in $(seq 100); do
+    kill -0 "${pids[$i]}" 2>/dev/null || { echo "an operator exited at start (is $addr taken?):"; tail -5 "$DIR"/*-operator.log; exit 1; }
+    curl -sf "http://$addr/readyz" >/dev/null && break
+    sleep 0.2
+  done
+  curl -sf "http://$addr/readyz" >/dev/null || { echo "operator on $addr not ready"; exit 1; }
+done
+
+echo "== applying the NodePool and the Autoscaler (deploy/samples)"
+"$KUBECTL" apply -f deploy/samples/nodepool.yaml -f deploy/samples/autoscaler.yaml
+
+ready_nodes() {
+  "$KUBECTL" get nodes -l nodepool.dev/pool=general --no-headers 2>/dev/null | awk '$2 == "Ready"' | wc -l
+}
+frame() {
+  if $interactive; then clear; fi
+  echo "== $1   ($(date +%T))"
+  "$KUBECTL" get nodepools,autoscalers 2>/dev/null
+  echo
+  "$KUBECTL" get nodes -l nodepool.dev/pool=general 2>/dev/null || true
+  echo
+  echo "-- key log lines"
+  grep -hE "scaled (up|down)" "$DIR"/*-operator.log 2>/dev/null | sed -E 's/\x1b\[[0-9;]*m//g' | tail -4 | cut -c1-200
+}
+# Waits until the pool has $1 Ready nodes and asks for exactly that many.
+wait_for() {
+  local want=$1 what=$2 deadline=$((SECONDS + $3))
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    local desired
+    desired=$("$KUBECTL" get np general -o jsonpath='{.spec.replicas}')
+    if [ "$(ready_nodes)" -eq "$want" ] && [ "$desired" -eq "$want" ]; then
+      frame "$what: reached $want nodes"; return 0
+    fi
+    if $interactive; then frame "$what (waiting for $want nodes)"; else
+      echo "   $(date +%T) desired=$desired ready=$(ready_nodes) (want $want)"; fi
+    sleep 2
+  done
+  frame "$what: did NOT reach $want nodes"; return 1
+}
+
+wait_for 1 "pool at its minimum" 60
+echo; echo "== 5 pods of 1 cpu want the pool: 5 cores / (2 cores x 80%) -> $GROW_TO nodes"
+"$KUBECTL" apply -f deploy/samples/demand/pods.yaml
+grew=0; wait_for "$GROW_TO" "demand arrived" 90 && grew=1
+echo; echo "== the pods go; after the 30 s scale-down window the pool shrinks one node at a time"
+"$KUBECTL" delete -f deploy/samples/demand/pods.yaml --wait=false
+shrank=0; wait_for "$SHRINK_TO" "demand gone" 150 && shrank=1
+
+echo
+echo "== conflicts and writes (from /metrics)"
+for addr in "$NP_ADDR" "$AS_ADDR"; do
+  curl -s "http://$addr/metrics" | grep -E "^[a-z_]+_(conflicts|writes|writes_skipped)_total" || true
+done
+if [ "$grew" = 1 ] && [ "$shrank" = 1 ]; then
+  echo "demo passed: the pool grew to $GROW_TO and shrank to $SHRINK_TO"
+else
+  echo "demo FAILED: grew=$grew shrank=$shrank (logs in $DIR)"
+  exit 1
+fi
