@@ -101,14 +101,15 @@ SRC
   fi
   apt_install dpkg-dev golang-go rsync jq golang-github-modern-go-reflect2-dev
   build="$CACHE_ROOT/build/kubernetes"
-  if [ ! -d "$build"/kubernetes-*/ ] 2>/dev/null || ! ls -d "$build"/kubernetes-*/ >/dev/null 2>&1; then
+  find_src() { find "$build" -maxdepth 1 -type d -name 'kubernetes-*' 2>/dev/null | head -1; }
+  src="$(find_src)"
+  if [ -z "$src" ]; then
     if [ -z "$apt_updated" ]; then $SUDO apt-get update -qq >&2; apt_updated=1; fi
     rm -rf "$build"; mkdir -p "$build"
     log "downloading Debian's kubernetes source package"
     (cd "$build" && apt-get source -qq kubernetes >&2)
+    src="$(find_src)"
   fi
-  src="$(ls -d "$build"/kubernetes-*/ | head -1)"
-  src="${src%/}"
   # reflect2 1.0.1 (vendored) crashes under Go >= 1.18; swap in Debian's 1.0.2.
   r2="$src/vendor/github.com/modern-go/reflect2"
   if ! grep -qs "1.0.2-patched" "$r2/.nodepool"; then
@@ -122,7 +123,7 @@ SRC
   ln -sfn ../../.. "$src/.go/src/k8s.io/kubernetes"
   log "building kube-apiserver (about 8 minutes on 2 cores, once)"
   if ! (cd "$src" && GOPATH="$src/.go" GO111MODULE=off CGO_ENABLED=0 HOME="$CACHE_ROOT/build/home" \
-        GOFLAGS= make WHAT=cmd/kube-apiserver GOLDFLAGS="-s -w" >"$CACHE_ROOT/build/apiserver.log" 2>&1); then
+        GOFLAGS="" make WHAT=cmd/kube-apiserver GOLDFLAGS="-s -w" >"$CACHE_ROOT/build/apiserver.log" 2>&1); then
     log "build failed; last lines of $CACHE_ROOT/build/apiserver.log:"
     tail -30 "$CACHE_ROOT/build/apiserver.log" >&2
     rm -rf "$src/_output"
