@@ -30,8 +30,9 @@ clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 .PHONY: test
-test: assets fmt-check clippy ## fmt, clippy, unit and integration tests on a local control plane
+test: assets fmt-check clippy ## fmt, clippy, unit and integration tests, then the demo, on local control planes
 	$(CARGO) test --workspace --no-fail-fast
+	CI=true DEMO_DIR=.kube/demo-test DEMO_FREE_PORTS=1 hack/demo.sh </dev/null
 
 .PHONY: crds
 crds: ## Regenerate deploy/crds from the Rust types

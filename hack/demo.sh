@@ -6,13 +6,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DIR=.kube/demo
-export KUBECONFIG=$PWD/.kube/demo.config
+DIR=${DEMO_DIR:-.kube/demo}
+export KUBECONFIG=$PWD/$DIR.config
 ASSETS=$(hack/control-plane.sh)
 KUBECTL="$ASSETS/kubectl"
 STRATEGY=${CONFLICT_STRATEGY:-apply}
-NP_ADDR=${DEMO_NODEPOOL_METRICS_ADDR:-127.0.0.1:8081}
-AS_ADDR=${DEMO_AUTOSCALER_METRICS_ADDR:-127.0.0.1:8082}
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+if [ -n "${DEMO_FREE_PORTS:-}" ]; then
+  # `make test` runs the demo too; free ports let it run beside operators already up.
+  NP_ADDR=127.0.0.1:$(free_port) AS_ADDR=127.0.0.1:$(free_port)
+else
+  NP_ADDR=127.0.0.1:8081 AS_ADDR=127.0.0.1:8082
+fi
 GROW_TO=4 SHRINK_TO=1
 interactive=false
 if [ -t 1 ] && [ -z "${CI:-}" ]; then interactive=true; fi
