@@ -101,7 +101,7 @@ SRC
   fi
   apt_install dpkg-dev golang-go rsync jq golang-github-modern-go-reflect2-dev
   build="$CACHE_ROOT/build/kubernetes"
-  find_src() { find "$build" -maxdepth 1 -type d -name 'kubernetes-*' 2>/dev/null | head -1; }
+  find_src() { find "$build" -maxdepth 1 -type d -name 'kubernetes-*' 2>/dev/null | head -1 || true; }
   src="$(find_src)"
   if [ -z "$src" ]; then
     if [ -z "$apt_updated" ]; then $SUDO apt-get update -qq >&2; apt_updated=1; fi
