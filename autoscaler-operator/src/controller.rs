@@ -254,6 +254,7 @@ fn reporter() -> Reporter {
 
 async fn reconcile(a: Arc<Autoscaler>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
+    ctx.metrics.begin(CONTROLLER);
     let result = reconcile_autoscaler(&a, &ctx).await;
     let category = match &result {
         Ok(_) => "ok",

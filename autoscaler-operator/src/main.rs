@@ -8,6 +8,7 @@ use autoscaler_operator::{Config, Settings, run_operator};
 use clap::Parser;
 use operator_kit::cli::{LogArgs, RunArgs, WriteArgs};
 use operator_kit::http::{self, Readiness};
+use tracing_subscriber::Layer;
 
 /// Sizes NodePools from the demand of the pods that target them.
 #[derive(Parser, Debug)]
@@ -30,14 +31,18 @@ const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:8082";
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    operator_kit::telemetry::init(&cli.log, tracing_subscriber::layer::Identity::new());
+    let metrics = operator_kit::metrics::operator_metrics("autoscaler_operator");
+    let triggers = operator_kit::observe::TriggerLayer(metrics.observe.clone());
+    operator_kit::telemetry::init(
+        &cli.log,
+        triggers.with_filter(operator_kit::observe::TriggerLayer::filter()),
+    );
     let client = cli
         .run
-        .client()
+        .client(metrics.observe.clone())
         .await
         .map_err(|e| anyhow::anyhow!(e))
         .context("building a Kubernetes client")?;
-    let (registry, writes, reconciles) = operator_kit::metrics::registry("autoscaler_operator");
     let readiness = Readiness::default();
     let addr: SocketAddr = cli
         .run
@@ -54,9 +59,9 @@ async fn main() -> anyhow::Result<()> {
         strategy = config.strategy.name(),
         "starting autoscaler-operator"
     );
-    let server = http::serve(addr, Arc::new(registry), readiness.clone());
+    let server = http::serve(addr, Arc::new(metrics.registry), readiness.clone());
     tokio::select! {
-        () = run_operator(client, config, writes, reconciles, readiness) => {}
+        () = run_operator(client, config, metrics.writes, metrics.reconciles, readiness) => {}
         result = server => result.with_context(|| format!("serving metrics on {addr}"))?,
     }
     tracing::info!("stopped");

@@ -143,6 +143,7 @@ fn pool_readiness(pool: &NodePool) -> u64 {
 
 async fn reconcile(autoscaler: Arc<Autoscaler>, ctx: Arc<BindingContext>) -> Result<Action, Error> {
     let started = Instant::now();
+    ctx.metrics.begin(CONTROLLER);
     let result = write_condition(&autoscaler, &ctx).await;
     let category = if result.is_ok() { "ok" } else { "write" };
     ctx.metrics

@@ -180,6 +180,7 @@ fn node_state(node: &Node) -> u64 {
 
 async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
+    ctx.metrics.begin(CONTROLLER);
     let pools: Api<NodePool> = Api::all(ctx.client.clone());
     let result = finalizer(&pools, NODEPOOL_FINALIZER, pool, |event| async {
         match event {

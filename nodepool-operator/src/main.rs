@@ -9,6 +9,7 @@ use nodepool_operator::provider::VirtualSettings;
 use nodepool_operator::{Config, Settings, run_operator};
 use operator_kit::cli::{LogArgs, RunArgs, WriteArgs};
 use operator_kit::http::{self, Readiness};
+use tracing_subscriber::Layer;
 
 /// Keeps each NodePool's nodes at spec.replicas.
 #[derive(Parser, Debug)]
@@ -48,20 +49,23 @@ const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:8081";
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    operator_kit::telemetry::init(&cli.log, tracing_subscriber::layer::Identity::new());
+    let metrics = operator_kit::metrics::operator_metrics("nodepool_operator");
+    let triggers = operator_kit::observe::TriggerLayer(metrics.observe.clone());
+    operator_kit::telemetry::init(
+        &cli.log,
+        triggers.with_filter(operator_kit::observe::TriggerLayer::filter()),
+    );
     let client = cli
         .run
-        .client()
+        .client(metrics.observe.clone())
         .await
         .map_err(|e| anyhow::anyhow!(e))
         .context("building a Kubernetes client")?;
-    let (registry, writes, reconciles) = operator_kit::metrics::registry("nodepool_operator");
     let readiness = Readiness::default();
     let addr: SocketAddr = cli
         .run
         .metrics_addr
         .unwrap_or_else(|| DEFAULT_METRICS_ADDR.parse().expect("valid default"));
-    let registry = Arc::new(registry);
     let config = Config {
         settings: Settings {
             max_nodes: cli.max_nodes,
@@ -77,9 +81,9 @@ async fn main() -> anyhow::Result<()> {
         strategy: cli.write.strategy(),
     };
     tracing::info!(strategy = config.strategy.name(), provider = %cli.provider, ?config.settings.max_nodes, "starting nodepool-operator");
-    let server = http::serve(addr, registry, readiness.clone());
+    let server = http::serve(addr, Arc::new(metrics.registry), readiness.clone());
     tokio::select! {
-        () = run_operator(client, config, writes, reconciles, readiness) => {}
+        () = run_operator(client, config, metrics.writes, metrics.reconciles, readiness) => {}
         result = server => result.with_context(|| format!("serving metrics on {addr}"))?,
     }
     tracing::info!("stopped");

@@ -89,8 +89,11 @@ pub struct RunArgs {
 
 impl RunArgs {
     /// A kube client from the usual config loading (KUBECONFIG, then in-cluster), or from
-    /// the kubeconfig context `--context`.
-    pub async fn client(&self) -> Result<kube::Client, Box<dyn std::error::Error + Send + Sync>> {
+    /// the kubeconfig context `--context`, counting its requests in `metrics`.
+    pub async fn client(
+        &self,
+        metrics: std::sync::Arc<crate::observe::ObserveMetrics>,
+    ) -> Result<kube::Client, Box<dyn std::error::Error + Send + Sync>> {
         let config = match &self.context {
             Some(context) => {
                 let options = kube::config::KubeConfigOptions {
@@ -101,7 +104,9 @@ impl RunArgs {
             }
             None => kube::Config::infer().await?,
         };
-        Ok(kube::Client::try_from(config)?)
+        Ok(kube::client::ClientBuilder::try_from(config)?
+            .with_layer(&crate::observe::ApiMetricsLayer(metrics))
+            .build())
     }
 }
 

@@ -9,6 +9,7 @@ pub mod errors;
 pub mod events;
 pub mod http;
 pub mod metrics;
+pub mod observe;
 pub mod telemetry;
 pub mod write;
 

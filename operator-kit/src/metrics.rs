@@ -2,6 +2,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -87,6 +88,8 @@ pub struct SkippedEventLabels {
 #[derive(Clone, Debug)]
 pub struct ReconcileMetrics {
     pub reconciles: Family<ReconcileLabels, Counter>,
+    /// Reconciles running now.
+    pub in_flight: Family<ControllerLabels, Gauge>,
     pub duration: Family<ControllerLabels, Histogram>,
     pub skipped_events: Family<SkippedEventLabels, Counter>,
 }
@@ -95,6 +98,7 @@ impl Default for ReconcileMetrics {
     fn default() -> Self {
         Self {
             reconciles: Family::default(),
+            in_flight: Family::default(),
             duration: Family::new_with_constructor(|| {
                 Histogram::new([
                     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -113,6 +117,11 @@ impl ReconcileMetrics {
             self.reconciles.clone(),
         );
         registry.register(
+            "reconciles_in_flight",
+            "Reconciles running now, by controller",
+            self.in_flight.clone(),
+        );
+        registry.register(
             "reconcile_duration_seconds",
             "Time one reconcile took, by controller",
             self.duration.clone(),
@@ -124,8 +133,18 @@ impl ReconcileMetrics {
         );
     }
 
-    /// Records a finished reconcile.
+    /// Marks a reconcile as started; `observe` marks it finished.
+    pub fn begin(&self, controller: &'static str) {
+        self.in_flight
+            .get_or_create(&ControllerLabels { controller })
+            .inc();
+    }
+
+    /// Records a finished reconcile (started with `begin`).
     pub fn observe(&self, controller: &'static str, result: &'static str, seconds: f64) {
+        self.in_flight
+            .get_or_create(&ControllerLabels { controller })
+            .dec();
         self.reconciles
             .get_or_create(&ReconcileLabels { controller, result })
             .inc();
@@ -149,18 +168,27 @@ impl ReconcileMetrics {
     }
 }
 
-/// The registry of one operator, with the write and reconcile metrics in it.
-pub fn registry(
-    prefix: &str,
-) -> (
-    Registry,
-    std::sync::Arc<WriteMetrics>,
-    std::sync::Arc<ReconcileMetrics>,
-) {
+/// All metrics of one operator, and the registry `/metrics` serves them from.
+pub struct OperatorMetrics {
+    pub registry: Registry,
+    pub writes: std::sync::Arc<WriteMetrics>,
+    pub reconciles: std::sync::Arc<ReconcileMetrics>,
+    pub observe: std::sync::Arc<crate::observe::ObserveMetrics>,
+}
+
+/// The metrics of one operator, named `<prefix>_...`.
+pub fn operator_metrics(prefix: &str) -> OperatorMetrics {
     let mut registry = Registry::with_prefix(prefix);
     let writes = std::sync::Arc::new(WriteMetrics::default());
     let reconciles = std::sync::Arc::new(ReconcileMetrics::default());
+    let observe = std::sync::Arc::new(crate::observe::ObserveMetrics::default());
     writes.register(&mut registry);
     reconciles.register(&mut registry);
-    (registry, writes, reconciles)
+    observe.register(&mut registry);
+    OperatorMetrics {
+        registry,
+        writes,
+        reconciles,
+        observe,
+    }
 }

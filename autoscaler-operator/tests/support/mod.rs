@@ -18,8 +18,10 @@ pub fn operators() -> &'static Running {
     static RUNNING: OnceLock<Running> = OnceLock::new();
     RUNNING.get_or_init(|| {
         let kubeconfig = shared().kubeconfig().to_owned();
-        let (_, np_writes, np_reconciles) = operator_kit::metrics::registry("nodepool_operator");
-        let (_, as_writes, as_reconciles) = operator_kit::metrics::registry("autoscaler_operator");
+        let np = operator_kit::metrics::operator_metrics("nodepool_operator");
+        let (np_writes, np_reconciles) = (np.writes, np.reconciles);
+        let auto = operator_kit::metrics::operator_metrics("autoscaler_operator");
+        let (as_writes, as_reconciles) = (auto.writes, auto.reconciles);
         let running = Running {
             autoscaler_writes: as_writes.clone(),
             autoscaler_reconciles: as_reconciles.clone(),

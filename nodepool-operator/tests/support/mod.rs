@@ -41,7 +41,8 @@ pub fn operator(config: Config) -> &'static Running {
     RUNNING.get_or_init(|| {
         let cp = shared();
         let kubeconfig = cp.kubeconfig().to_owned();
-        let (_registry, writes, reconciles) = operator_kit::metrics::registry("nodepool_operator");
+        let metrics = operator_kit::metrics::operator_metrics("nodepool_operator");
+        let (writes, reconciles) = (metrics.writes, metrics.reconciles);
         let running = Running {
             writes: writes.clone(),
             reconciles: reconciles.clone(),
