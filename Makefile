@@ -55,6 +55,11 @@ samples: cluster-up ## Apply the sample NodePool and Autoscaler to the `make clu
 	$(KUBECTL) apply -f deploy/samples/nodepool.yaml -f deploy/samples/autoscaler.yaml
 	$(KUBECTL) get nodepools,autoscalers
 
+.PHONY: timeline
+timeline: assets ## The two-operator timeline with lazy, retry and apply, measured (results/)
+	$(CARGO) build -q -p nodepool-operator -p autoscaler-operator -p e2e --bins
+	$(CARGO) run -q -p e2e --bin timeline -- --bin-dir target/debug --results results
+
 .PHONY: e2e
 e2e: ## The integration suite against the cluster in E2E_KUBECONFIG (e.g. kind), else a local one
 	$(CARGO) test --workspace --no-fail-fast

@@ -6,6 +6,8 @@ pub mod control_plane;
 
 pub use control_plane::{ControlPlane, Identity, shared, unique_name};
 pub mod fixtures;
+pub mod report;
+pub mod timeline;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -168,7 +168,7 @@ impl Writer {
                     attempts: 1,
                 }),
                 Err(e) => {
-                    self.count_conflict_if(&resource, &e);
+                    self.on_error(&resource, &name, &desired, 1, "requeue", &e);
                     Err(fail(1, e))
                 }
             },
@@ -189,7 +189,7 @@ impl Writer {
                         attempts: 1,
                     }),
                     Err(e) => {
-                        self.count_conflict_if(&resource, &e);
+                        self.on_error(&resource, &name, &desired, 1, "none", &e);
                         Err(fail(1, e))
                     }
                 }
@@ -252,8 +252,12 @@ impl Writer {
                 }
                 Err(e) => match classify(&e) {
                     ErrorClass::Conflict => {
-                        self.count_conflict_if(resource, &e);
-                        tracing::debug!(%name, attempts, "conflict, re-reading and retrying");
+                        let next = if backoff.steps > 1 {
+                            "reread_and_retry"
+                        } else {
+                            "give_up"
+                        };
+                        self.on_error(resource, name, &object, attempts, next, &e);
                         last_conflict = Some(e);
                     }
                     ErrorClass::NotFound => return Ok(WriteOutcome::Gone),
@@ -292,12 +296,33 @@ impl Writer {
         }
     }
 
-    fn count_conflict_if(&self, resource: &str, e: &kube::Error) {
-        if let Some(m) = &self.metrics
-            && classify(e) == ErrorClass::Conflict
-        {
+    /// Counts and logs a 409: which object, from which resourceVersion the write was
+    /// made, and what happens next (`requeue`, `reread_and_retry`, `give_up`).
+    fn on_error<K: Resource>(
+        &self,
+        resource: &str,
+        name: &str,
+        sent: &K,
+        attempt: u32,
+        next: &'static str,
+        e: &kube::Error,
+    ) {
+        if classify(e) != ErrorClass::Conflict {
+            return;
+        }
+        if let Some(m) = &self.metrics {
             m.conflicts.get_or_create(&self.labels(resource)).inc();
         }
+        tracing::info!(
+            resource,
+            name,
+            strategy = self.strategy.name(),
+            field_manager = %self.field_manager,
+            read_resource_version = sent.meta().resource_version.as_deref().unwrap_or(""),
+            attempt,
+            next,
+            "write conflict"
+        );
     }
 
     fn count_retry(&self, resource: &str) {
