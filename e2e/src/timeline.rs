@@ -34,6 +34,8 @@ pub struct Options {
     pub bin_dir: PathBuf,
     /// How often the third writer touches the pool (None: no third writer).
     pub contention: Option<Duration>,
+    /// How many copies of the third writer run at once.
+    pub third_writers: usize,
     /// Where the operators' logs go.
     pub log_dir: PathBuf,
     /// Pods of 1 cpu that want the pool (5 -> 4 nodes of 2 cpu at 80%).
@@ -47,6 +49,7 @@ impl Options {
         Self {
             bin_dir,
             contention: Some(Duration::from_millis(50)),
+            third_writers: 2,
             log_dir,
             pods: 5,
             expect_up: 4,
@@ -247,9 +250,12 @@ pub async fn run(cp: &ControlPlane, strategy: &str, opts: &Options) -> Result<Ru
 
     let demand_at = t0.elapsed().as_secs_f64();
     let up_start = Instant::now();
-    let third = opts
+    let third: Vec<_> = opts
         .contention
-        .map(|every| tokio::spawn(third_writer(pools.clone(), name.clone(), every)));
+        .into_iter()
+        .flat_map(|every| (0..opts.third_writers).map(move |i| (i, every)))
+        .map(|(i, every)| tokio::spawn(third_writer(pools.clone(), name.clone(), i, every)))
+        .collect();
 
     for i in 0..opts.pods {
         pods.create(
@@ -274,10 +280,10 @@ pub async fn run(cp: &ControlPlane, strategy: &str, opts: &Options) -> Result<Ru
         .map(|_| down_start.elapsed().as_secs_f64());
     // Let late writes land, then stop the third writer and look at the final state.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    if let Some(handle) = third {
+    for handle in &third {
         handle.abort();
     }
-    // Its tick counter is its number of writes.
+    // Their tick counters are their numbers of writes.
     let third_writer_writes = third_writer_count(&pools, &name).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let final_problems =
@@ -347,30 +353,31 @@ async fn wait_pool(pools: &Api<NodePool>, name: &str, n: i32, timeout: Duration)
 
 /// The third writer: a merge patch of one annotation (no resourceVersion, so it never
 /// conflicts itself), which moves the pool's resourceVersion under the operators' caches.
-async fn third_writer(pools: Api<NodePool>, name: String, every: Duration) {
+async fn third_writer(pools: Api<NodePool>, name: String, index: usize, every: Duration) {
     let params = PatchParams {
         field_manager: Some(THIRD_WRITER.into()),
         ..Default::default()
     };
+    let key = format!("{TICK_ANNOTATION}-{index}");
     for tick in 1u64.. {
-        let patch =
-            json!({"metadata": {"annotations": {"timeline.nodepool.dev/tick": tick.to_string()}}});
+        let patch = json!({"metadata": {"annotations": {&key: tick.to_string()}}});
         let _ = pools.patch(&name, &params, &Patch::Merge(&patch)).await;
         tokio::time::sleep(every).await;
     }
 }
 
+const TICK_ANNOTATION: &str = "timeline.nodepool.dev/tick";
+
+/// The third writers' writes: each one's tick counter.
 async fn third_writer_count(pools: &Api<NodePool>, name: &str) -> u64 {
-    pools
-        .get(name)
-        .await
-        .ok()
-        .and_then(|p| {
-            p.annotations()
-                .get("timeline.nodepool.dev/tick")
-                .and_then(|t| t.parse().ok())
-        })
-        .unwrap_or(0)
+    let Ok(pool) = pools.get(name).await else {
+        return 0;
+    };
+    pool.annotations()
+        .iter()
+        .filter(|(k, _)| k.starts_with(TICK_ANNOTATION))
+        .filter_map(|(_, v)| v.parse::<u64>().ok())
+        .sum()
 }
 
 /// Records every version of the pool the watch delivers, with what changed and who owns it.
@@ -491,7 +498,8 @@ async fn check_final(
     if third_writer_ran
         && !pool
             .annotations()
-            .contains_key("timeline.nodepool.dev/tick")
+            .keys()
+            .any(|k| k.starts_with(TICK_ANNOTATION))
     {
         problems.push("the third writer's annotation was lost".into());
     }
