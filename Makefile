@@ -31,8 +31,10 @@ clippy:
 
 .PHONY: test
 test: assets fmt-check clippy ## fmt, clippy, unit and integration tests, then the demo, on local control planes
-	$(CARGO) test --workspace --no-fail-fast
+	@mkdir -p target
+	$(CARGO) test --workspace --lib --bins --tests --no-fail-fast 2>&1 | tee target/test.log
 	CI=true DEMO_DIR=.kube/demo-test DEMO_FREE_PORTS=1 hack/demo.sh </dev/null
+	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "\n%d passed, %d failed\n", p + 1, f }' target/test.log
 
 .PHONY: crds
 crds: ## Regenerate deploy/crds from the Rust types
