@@ -29,16 +29,21 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+.PHONY: charts-check
+charts-check: assets ## helm lint and helm template both charts
+	$(ASSETS)/helm lint --strict charts/nodepool-operator charts/autoscaler-operator
+	for c in nodepool-operator autoscaler-operator; do $(ASSETS)/helm template ci charts/$$c >/dev/null; done
+
 .PHONY: test
-test: assets fmt-check clippy ## fmt, clippy, unit and integration tests, then the demo, on local control planes
+test: assets fmt-check clippy charts-check ## fmt, clippy, unit and integration tests, then the demo, on local control planes
 	@mkdir -p target
 	$(CARGO) test --workspace --lib --bins --tests --no-fail-fast 2>&1 | tee target/test.log
 	CI=true DEMO_DIR=.kube/demo-test DEMO_FREE_PORTS=1 hack/demo.sh </dev/null
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "\n%d passed, %d failed\n", p + 1, f }' target/test.log
 
 .PHONY: crds
-crds: ## Regenerate deploy/crds from the Rust types
-	$(CARGO) run -q -p shared-crd --bin crdgen -- deploy/crds
+crds: ## Regenerate deploy/crds and the charts' crds/ from the Rust types
+	$(CARGO) run -q -p shared-crd --bin crdgen -- deploy/crds charts/nodepool-operator/crds charts/autoscaler-operator/crds
 
 .PHONY: cluster-up
 cluster-up: assets ## Start a persistent local control plane; kubeconfig in .kube/config

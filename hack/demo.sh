@@ -40,9 +40,10 @@ cargo run -q -p e2e --bin local-cluster -- --dir "$DIR" --kubeconfig "$KUBECONFI
 cargo run -q -p e2e --bin local-cluster -- --dir "$DIR" --kubeconfig "$KUBECONFIG" up
 
 echo "== starting nodepool-operator and autoscaler-operator (--conflict-strategy $STRATEGY)"
-target/debug/nodepool-operator --conflict-strategy "$STRATEGY" --metrics-addr "$NP_ADDR" >"$DIR/nodepool-operator.log" 2>&1 &
+# Each as its own user, with only the ClusterRole its Helm chart grants.
+target/debug/nodepool-operator --context nodepool-operator --conflict-strategy "$STRATEGY" --metrics-addr "$NP_ADDR" >"$DIR/nodepool-operator.log" 2>&1 &
 pids+=($!)
-target/debug/autoscaler-operator --conflict-strategy "$STRATEGY" --metrics-addr "$AS_ADDR" >"$DIR/autoscaler-operator.log" 2>&1 &
+target/debug/autoscaler-operator --context autoscaler-operator --conflict-strategy "$STRATEGY" --metrics-addr "$AS_ADDR" >"$DIR/autoscaler-operator.log" 2>&1 &
 pids+=($!)
 for i in 0 1; do
   addr=$([ "$i" = 0 ] && echo "$NP_ADDR" || echo "$AS_ADDR")

@@ -233,6 +233,7 @@ impl ControlPlane {
         let client = client_for(&kubeconfig, Identity::Admin).await?;
         wait_ready(&client, dir, children).await?;
         install_crds(&client).await?;
+        grant_chart_roles(&client, assets).await?;
         Ok(kubeconfig)
     }
 
@@ -522,6 +523,72 @@ fn http_get(path: &str) -> http::Request<Vec<u8>> {
     http::Request::get(path)
         .body(Vec::new())
         .expect("a valid request")
+}
+
+/// Gives each operator identity the ClusterRole its Helm chart grants (rendered with
+/// `helm template`), so tests run the operators with exactly those permissions.
+pub async fn grant_chart_roles(client: &Client, assets: &Path) -> Result<()> {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleRef, Subject};
+    use serde::Deserialize;
+
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
+    let params = kube::api::PatchParams::apply("nodepool-e2e").force();
+    for identity in [Identity::NodepoolOperator, Identity::AutoscalerOperator] {
+        let chart = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../charts")
+            .join(identity.name());
+        let out = Command::new(assets.join("helm"))
+            .args(["template", "e2e"])
+            .arg(&chart)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "helm template {}: {}",
+                chart.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let text = String::from_utf8(out.stdout)?;
+        let mut role = None;
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value = serde_json::Value::deserialize(doc)?;
+            if value["kind"] == "ClusterRole" {
+                role = Some(serde_json::from_value::<ClusterRole>(value)?);
+            }
+        }
+        let mut role =
+            role.with_context(|| format!("no ClusterRole in chart {}", chart.display()))?;
+        let name = format!("e2e-{}", identity.name());
+        role.metadata = kube::api::ObjectMeta {
+            name: Some(name.clone()),
+            ..Default::default()
+        };
+        roles
+            .patch(&name, &params, &kube::api::Patch::Apply(&role))
+            .await?;
+        let binding = ClusterRoleBinding {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".into(),
+                kind: "ClusterRole".into(),
+                name: name.clone(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "User".into(),
+                name: identity.name().into(),
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                namespace: None,
+            }]),
+        };
+        bindings
+            .patch(&name, &params, &kube::api::Patch::Apply(&binding))
+            .await?;
+    }
+    Ok(())
 }
 
 /// Installs (creates or replaces) both CRDs and waits until they are Established.

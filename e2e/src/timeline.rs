@@ -172,6 +172,10 @@ impl Operator {
         if name == "nodepool-operator" {
             cmd.args(["--provisioning-delay-ms", "1000"]);
         }
+        if !cp.is_external() {
+            // Its own user, with only the ClusterRole its chart grants.
+            cmd.args(["--context", name]);
+        }
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {}", opts.bin_dir.join(name).display()))?;

@@ -31,7 +31,11 @@ pub fn operators() -> &'static Running {
         std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().expect("runtime");
             rt.block_on(async move {
-                let client = ControlPlane::client_for_kubeconfig(&kubeconfig, Identity::Admin)
+                // Each operator as its own user, with only the ClusterRole its chart grants.
+                let client_as =
+                    |identity| ControlPlane::client_for_kubeconfig(&kubeconfig, identity);
+                let np_client = client_as(Identity::NodepoolOperator).await.expect("client");
+                let as_client = client_as(Identity::AutoscalerOperator)
                     .await
                     .expect("client");
                 let np = nodepool_operator::Config {
@@ -57,14 +61,14 @@ pub fn operators() -> &'static Running {
                 };
                 tokio::join!(
                     nodepool_operator::run_operator(
-                        client.clone(),
+                        np_client,
                         np,
                         np_writes,
                         np_reconciles,
                         np_ready
                     ),
                     autoscaler_operator::run_operator(
-                        client,
+                        as_client,
                         auto,
                         as_writes,
                         as_reconciles,

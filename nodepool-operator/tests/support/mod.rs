@@ -52,10 +52,12 @@ pub fn operator(config: Config) -> &'static Running {
         std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().expect("runtime");
             rt.block_on(async move {
-                let cp_client =
-                    e2e::ControlPlane::client_for_kubeconfig(&kubeconfig, e2e::Identity::Admin)
-                        .await
-                        .expect("client");
+                let cp_client = e2e::ControlPlane::client_for_kubeconfig(
+                    &kubeconfig,
+                    e2e::Identity::NodepoolOperator,
+                )
+                .await
+                .expect("client");
                 run_operator(cp_client, config, writes, reconciles, readiness).await;
             });
         });
