@@ -7,11 +7,17 @@ export CARGO_TERM_COLOR ?= never
 # The local control plane (`make cluster-up`) writes its kubeconfig here.
 LOCAL_KUBECONFIG := $(CURDIR)/.kube/config
 ASSETS = $(shell hack/control-plane.sh)
+DOCKER ?= docker
+KIND ?= kind
+KIND_CLUSTER ?= nodepool
+KIND_KUBECONFIG := $(CURDIR)/.kube/kind.config
+IMAGE_PREFIX ?= nodepool-dev
+IMAGE_TAG ?= dev
 KUBECTL = $(ASSETS)/kubectl --kubeconfig $(LOCAL_KUBECONFIG)
 
 .PHONY: help
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 .PHONY: assets
 assets: ## Build or fetch etcd, kube-apiserver, kubectl and helm into ~/.cache (once)
@@ -67,6 +73,26 @@ timeline: assets ## The two-operator timeline with lazy, retry and apply, measur
 	$(CARGO) build -q -p nodepool-operator -p autoscaler-operator -p e2e --bins
 	$(CARGO) run -q -p e2e --bin timeline -- --bin-dir target/debug --results results
 
+.PHONY: images
+images: ## Build one container image per operator (needs a Docker engine)
+	for op in nodepool-operator autoscaler-operator; do \
+	  $(DOCKER) build --build-arg OPERATOR=$$op -t $(IMAGE_PREFIX)/$$op:$(IMAGE_TAG) . ; \
+	done
+
+.PHONY: kind-up
+kind-up: ## Create the kind cluster $(KIND_CLUSTER) (needs kind and a Docker engine)
+	$(KIND) get clusters | grep -qx $(KIND_CLUSTER) || $(KIND) create cluster --name $(KIND_CLUSTER)
+	$(KIND) get kubeconfig --name $(KIND_CLUSTER) > $(KIND_KUBECONFIG)
+
 .PHONY: e2e
-e2e: ## The integration suite against the cluster in E2E_KUBECONFIG (e.g. kind), else a local one
-	$(CARGO) test --workspace --no-fail-fast
+e2e: kind-up ## The integration suite against the kind cluster (E2E_KUBECONFIG), as it runs here locally
+	E2E_KUBECONFIG=$(KIND_KUBECONFIG) $(CARGO) test --workspace --lib --bins --tests --no-fail-fast
+
+.PHONY: kind-deploy
+kind-deploy: kind-up images ## Load the images into kind and install both charts
+	for op in nodepool-operator autoscaler-operator; do \
+	  $(KIND) load docker-image --name $(KIND_CLUSTER) $(IMAGE_PREFIX)/$$op:$(IMAGE_TAG); \
+	  $(ASSETS)/helm upgrade --install --kubeconfig $(KIND_KUBECONFIG) $$op charts/$$op \
+	    --namespace nodepool-system --create-namespace \
+	    --set image.repository=$(IMAGE_PREFIX)/$$op --set image.tag=$(IMAGE_TAG) --set image.pullPolicy=Never; \
+	done
