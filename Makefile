@@ -73,6 +73,11 @@ timeline: assets ## The two-operator timeline with lazy, retry and apply, measur
 	$(CARGO) build -q -p nodepool-operator -p autoscaler-operator -p e2e --bins
 	$(CARGO) run -q -p e2e --bin timeline -- --bin-dir target/debug --results results
 
+.PHONY: bench
+bench: assets ## The timeline 3 times per strategy: medians of conflicts, requests, convergence
+	$(CARGO) build -q -p nodepool-operator -p autoscaler-operator -p e2e --bins
+	$(CARGO) run -q -p e2e --bin timeline -- --bin-dir target/debug --results results --repeat 3 --lines 0
+
 .PHONY: images
 images: ## Build one container image per operator (needs a Docker engine)
 	for op in nodepool-operator autoscaler-operator; do \

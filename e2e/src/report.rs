@@ -88,51 +88,58 @@ pub fn timeline_text(run: &Run, max_lines: usize) -> String {
     out
 }
 
-/// One table comparing the strategies, measured in this run.
+/// One table comparing the strategies, measured in this run: one row per strategy,
+/// each cell the median over that strategy's runs (`make bench` repeats them).
 pub fn comparison_table(runs: &[Run]) -> String {
-    let mut out = String::new();
-    let header = [
-        "strategy",
-        "409s",
-        "retries",
-        "reconciles",
-        "failed",
-        "update",
-        "apply",
-        "patch",
-        "get",
-        "skipped",
-        "3rd-writer",
-        "up (s)",
-        "down (s)",
-        "final",
+    let mut strategies: Vec<&str> = Vec::new();
+    for r in runs {
+        if !strategies.contains(&r.strategy.as_str()) {
+            strategies.push(&r.strategy);
+        }
+    }
+    type Column = (&'static str, fn(&Run) -> Option<f64>);
+    let columns: [Column; 12] = [
+        ("409s", |r| Some(r.total(|c| c.conflicts) as f64)),
+        ("retries", |r| Some(r.total(|c| c.retries) as f64)),
+        ("reconciles", |r| Some(r.total(|c| c.reconciles) as f64)),
+        ("failed", |r| Some(r.total(|c| c.failed_reconciles) as f64)),
+        ("update", |r| Some(r.requests("update") as f64)),
+        ("apply", |r| Some(r.requests("apply") as f64)),
+        ("patch", |r| Some(r.requests("patch") as f64)),
+        ("get", |r| Some(r.requests("get") as f64)),
+        ("skipped", |r| Some(r.total(|c| c.writes_skipped) as f64)),
+        ("3rd-writer", |r| Some(r.third_writer_writes as f64)),
+        ("up (s)", |r| r.converge_up),
+        ("down (s)", |r| r.converge_down),
     ];
-    let rows: Vec<Vec<String>> = runs
-        .iter()
-        .map(|r| {
-            let secs = |v: Option<f64>| v.map_or("timeout".to_owned(), |s| format!("{s:.1}"));
-            vec![
-                r.strategy.clone(),
-                r.total(|c| c.conflicts).to_string(),
-                r.total(|c| c.retries).to_string(),
-                r.total(|c| c.reconciles).to_string(),
-                r.total(|c| c.failed_reconciles).to_string(),
-                r.requests("update").to_string(),
-                r.requests("apply").to_string(),
-                r.requests("patch").to_string(),
-                r.requests("get").to_string(),
-                r.total(|c| c.writes_skipped).to_string(),
-                r.third_writer_writes.to_string(),
-                secs(r.converge_up),
-                secs(r.converge_down),
-                if r.final_ok() {
-                    "right".into()
-                } else {
-                    format!("WRONG: {}", r.final_problems.join("; "))
-                },
-            ]
-        })
-        .collect();
+    let mut header = vec!["strategy".to_owned(), "runs".to_owned()];
+    header.extend(columns.iter().map(|(name, _)| (*name).to_owned()));
+    header.push("final".into());
+    let mut rows = Vec::new();
+    for strategy in &strategies {
+        let group: Vec<&Run> = runs.iter().filter(|r| r.strategy == *strategy).collect();
+        let mut row = vec![(*strategy).to_owned(), group.len().to_string()];
+        for (name, value) in &columns {
+            let values: Vec<f64> = group.iter().filter_map(|r| value(r)).collect();
+            row.push(match median(values) {
+                None => "timeout".into(),
+                Some(m) if name.ends_with("(s)") => format!("{m:.1}"),
+                Some(m) if m.fract() == 0.0 => format!("{m:.0}"),
+                Some(m) => format!("{m:.1}"),
+            });
+        }
+        let wrong: Vec<String> = group
+            .iter()
+            .filter(|r| !r.final_ok())
+            .map(|r| r.final_problems.join("; "))
+            .collect();
+        row.push(if wrong.is_empty() {
+            "right".into()
+        } else {
+            format!("WRONG: {}", wrong.join(" | "))
+        });
+        rows.push(row);
+    }
     let widths: Vec<usize> = (0..header.len())
         .map(|i| {
             rows.iter()
@@ -142,7 +149,7 @@ pub fn comparison_table(runs: &[Run]) -> String {
                 .unwrap_or(0)
         })
         .collect();
-    let row = |cells: Vec<&str>| {
+    let line = |cells: &[String]| {
         cells
             .iter()
             .zip(&widths)
@@ -152,7 +159,8 @@ pub fn comparison_table(runs: &[Run]) -> String {
             .trim_end()
             .to_owned()
     };
-    let _ = writeln!(out, "{}", row(header.to_vec()));
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", line(&header));
     let _ = writeln!(
         out,
         "{}",
@@ -163,15 +171,29 @@ pub fn comparison_table(runs: &[Run]) -> String {
             .join("  ")
     );
     for r in &rows {
-        let _ = writeln!(out, "{}", row(r.iter().map(String::as_str).collect()));
+        let _ = writeln!(out, "{}", line(r));
     }
     out.push_str(
-        "409s: conflicts both operators got; retries: re-read-and-retry attempts; failed: reconciles that\n\
-         returned an error (each is requeued and runs again in full); update/apply/patch/get: API requests by verb; skipped: writes not\n\
-         sent because nothing changed; up/down: seconds to converge; final: desired size, ready nodes and\n\
-         every writer's fields (spec.replicas, status, both operators' conditions, the annotation) present.\n",
+        "Each cell is the median over `runs`. 409s: conflicts both operators got; retries: re-read-and-retry\n\
+         attempts; failed: reconciles that returned an error (each is requeued and runs again in full);\n\
+         update/apply/patch/get: API requests by verb; skipped: writes not sent because nothing changed;\n\
+         up/down: seconds to converge; final: desired size, ready nodes and every writer's fields present.\n",
     );
     out
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+pub fn median(mut values: Vec<f64>) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    })
 }
 
 /// A swimlane chart: one panel per run, one lane per writer, a dot per write that changed
@@ -323,4 +345,16 @@ fn xml(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn medians_of_odd_and_even_counts() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
 }

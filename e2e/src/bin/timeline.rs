@@ -29,6 +29,9 @@ struct Cli {
     /// Timeline lines printed per strategy (all are in the JSON file).
     #[arg(long, default_value_t = 40)]
     lines: usize,
+    /// Runs per strategy; the table shows medians (`make bench`: 3).
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
 }
 
 #[tokio::main]
@@ -44,7 +47,8 @@ async fn main() -> Result<()> {
         (cli.third_writer_ms > 0).then(|| Duration::from_millis(cli.third_writer_ms));
 
     let mut runs = Vec::new();
-    for strategy in &cli.strategies {
+    let order = (0..cli.repeat.max(1)).flat_map(|_| cli.strategies.iter());
+    for strategy in order {
         eprintln!("== --conflict-strategy {strategy}: starting a control plane and both operators");
         let cp = match &cli.kubeconfig {
             Some(path) => ControlPlane::external(path).await?,
@@ -53,8 +57,11 @@ async fn main() -> Result<()> {
         let run = timeline::run(&cp, strategy, &options)
             .await
             .with_context(|| format!("scenario with --conflict-strategy {strategy}"))?;
-        print!("{}", report::timeline_text(&run, cli.lines));
-        println!();
+        if runs.len() < cli.strategies.len() {
+            // The first round's timelines; later rounds only feed the medians.
+            print!("{}", report::timeline_text(&run, cli.lines));
+            println!();
+        }
         runs.push(run);
     }
     let table = report::comparison_table(&runs);
