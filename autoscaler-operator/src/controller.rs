@@ -253,16 +253,9 @@ fn reporter() -> Reporter {
 }
 
 async fn reconcile(a: Arc<Autoscaler>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
-    ctx.metrics.begin(CONTROLLER);
-    let result = reconcile_autoscaler(&a, &ctx).await;
-    let category = match &result {
-        Ok(_) => "ok",
-        Err(e) => e.category(),
-    };
     ctx.metrics
-        .observe(CONTROLLER, category, started.elapsed().as_secs_f64());
-    result
+        .measure(CONTROLLER, reconcile_autoscaler(&a, &ctx), Error::category)
+        .await
 }
 
 fn error_policy(a: Arc<Autoscaler>, error: &Error, _ctx: Arc<Context>) -> Action {

@@ -1,14 +1,10 @@
 //! autoscaler-operator: flags, telemetry, client; then the controller and the HTTP server.
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use autoscaler_operator::{Config, Settings, run_operator};
 use clap::Parser;
 use operator_kit::cli::{LogArgs, RunArgs, WriteArgs};
-use operator_kit::http::{self, Readiness};
-use tracing_subscriber::Layer;
 
 /// Sizes NodePools from the demand of the pods that target them.
 #[derive(Parser, Debug)]
@@ -31,23 +27,15 @@ const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:8082";
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let metrics = operator_kit::metrics::operator_metrics("autoscaler_operator");
-    let triggers = operator_kit::observe::TriggerLayer(metrics.observe.clone());
-    operator_kit::telemetry::init(
+    let process = operator_kit::process::start(
+        "autoscaler_operator",
         &cli.log,
-        triggers.with_filter(operator_kit::observe::TriggerLayer::filter()),
-    );
-    let client = cli
-        .run
-        .client(metrics.observe.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!(e))
-        .context("building a Kubernetes client")?;
-    let readiness = Readiness::default();
-    let addr: SocketAddr = cli
-        .run
-        .metrics_addr
-        .unwrap_or_else(|| DEFAULT_METRICS_ADDR.parse().expect("valid default"));
+        &cli.run,
+        DEFAULT_METRICS_ADDR,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e))
+    .context("starting")?;
     let config = Config {
         settings: Settings {
             resync: Duration::from_secs(cli.resync_seconds),
@@ -59,11 +47,18 @@ async fn main() -> anyhow::Result<()> {
         strategy = config.strategy.name(),
         "starting autoscaler-operator"
     );
-    let server = http::serve(addr, Arc::new(metrics.registry), readiness.clone());
-    tokio::select! {
-        () = run_operator(client, config, metrics.writes, metrics.reconciles, readiness) => {}
-        result = server => result.with_context(|| format!("serving metrics on {addr}"))?,
-    }
+    let addr = process.addr;
+    let m = process.metrics;
+    let operator = run_operator(
+        process.client,
+        config,
+        m.writes,
+        m.reconciles,
+        process.readiness.clone(),
+    );
+    operator_kit::process::serve_while(m.registry, addr, process.readiness, operator)
+        .await
+        .with_context(|| format!("serving metrics on {addr}"))?;
     tracing::info!("stopped");
     Ok(())
 }

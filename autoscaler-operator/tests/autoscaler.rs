@@ -9,7 +9,6 @@ use e2e::{eventually, fixtures, shared, unique_name};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
-use serde_json::json;
 use shared_crd::condition::{ConditionStatus, find};
 use shared_crd::{Autoscaler, NodePool, ScalingRules};
 use support::operators;
@@ -23,17 +22,7 @@ async fn setup() -> Client {
 
 /// A pending pod of `cpu` cores that wants `pool`.
 fn pod(name: &str, pool: &str, cpu: &str) -> Pod {
-    serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "nodeSelector": {"nodepool.dev/pool": pool},
-            "tolerations": [{"key": "nodepool.dev/virtual", "operator": "Exists", "effect": "NoSchedule"}],
-            "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9",
-                            "resources": {"requests": {"cpu": cpu, "memory": "256Mi"}}}]
-        }
-    }))
-    .unwrap()
+    fixtures::pod_wanting(name, pool, cpu, "256Mi")
 }
 
 async fn ready_nodes(nodes: &Api<Node>, pool: &str) -> usize {
@@ -195,22 +184,7 @@ async fn an_invalid_autoscaler_is_reported_and_writes_no_pool() {
         condition.message
     );
 
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(client);
-    eventually("an InvalidSpec event", CONVERGE, || async {
-        let list = events
-            .list(&Default::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        list.items
-            .iter()
-            .find(|e| {
-                e.reason.as_deref() == Some("InvalidSpec")
-                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name.as_str())
-            })
-            .map(|_| ())
-            .ok_or_else(|| "none yet".to_owned())
-    })
-    .await;
+    e2e::wait_for_event(client, "InvalidSpec", &name, CONVERGE).await;
     let after = pools.get(&pool).await.unwrap();
     assert_eq!(after.spec.replicas, 1, "the pool was written");
     assert_eq!(

@@ -35,3 +35,24 @@ pub fn autoscaler(name: &str, pool: &str, min: i32, max: i32) -> Autoscaler {
         },
     )
 }
+
+/// A pod in `default` that wants `pool` (nodeSelector on the pool label, tolerating the
+/// virtual-node taint) and requests `cpu` and `memory`.
+pub fn pod_wanting(
+    name: &str,
+    pool: &str,
+    cpu: &str,
+    memory: &str,
+) -> k8s_openapi::api::core::v1::Pod {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "nodeSelector": {"nodepool.dev/pool": pool},
+            "tolerations": [{"key": "nodepool.dev/virtual", "operator": "Exists", "effect": "NoSchedule"}],
+            "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9",
+                            "resources": {"requests": {"cpu": cpu, "memory": memory}}}]
+        }
+    }))
+    .expect("a valid pod")
+}

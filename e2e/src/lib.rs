@@ -30,3 +30,32 @@ where
         }
     }
 }
+
+/// Waits for an events.k8s.io Event with `reason` about the object named `regarding`.
+pub async fn wait_for_event(
+    client: kube::Client,
+    reason: &str,
+    regarding: &str,
+    timeout: Duration,
+) {
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::all(client);
+    eventually(
+        &format!("a {reason} event about {regarding}"),
+        timeout,
+        || async {
+            let list = events
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            list.items
+                .iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some(reason)
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(regarding)
+                })
+                .map(|_| ())
+                .ok_or_else(|| "none yet".to_owned())
+        },
+    )
+    .await
+}

@@ -323,17 +323,7 @@ pub async fn run(cp: &ControlPlane, strategy: &str, opts: &Options) -> Result<Ru
 }
 
 fn demand_pod(name: &str, pool: &str) -> Pod {
-    serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "nodeSelector": {"nodepool.dev/pool": pool},
-            "tolerations": [{"key": "nodepool.dev/virtual", "operator": "Exists", "effect": "NoSchedule"}],
-            "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9",
-                            "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}]
-        }
-    }))
-    .expect("a valid pod")
+    fixtures::pod_wanting(name, pool, "1", "1Gi")
 }
 
 /// Waits until the pool asks for and has `n` Ready nodes.

@@ -2,7 +2,7 @@
 //! whether the pool the Autoscaler targets can get nodes. Written with this operator's
 //! field manager, next to the conditions autoscaler-operator owns in the same list.
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -33,6 +33,18 @@ pub struct BindingContext {
 pub enum Error {
     #[error("writing the NodePoolReady condition: {0}")]
     ConditionWriteFailed(#[source] WriteError),
+}
+
+impl Error {
+    /// Bounded label for metrics.
+    pub fn category(&self) -> &'static str {
+        let Error::ConditionWriteFailed(e) = self;
+        if e.is_conflict() {
+            "conflict"
+        } else {
+            "condition_write"
+        }
+    }
 }
 
 /// The `NodePoolReady` condition for an Autoscaler that targets `pool`.
@@ -142,13 +154,11 @@ fn pool_readiness(pool: &NodePool) -> u64 {
 }
 
 async fn reconcile(autoscaler: Arc<Autoscaler>, ctx: Arc<BindingContext>) -> Result<Action, Error> {
-    let started = Instant::now();
-    ctx.metrics.begin(CONTROLLER);
-    let result = write_condition(&autoscaler, &ctx).await;
-    let category = if result.is_ok() { "ok" } else { "write" };
+    let write = write_condition(&autoscaler, &ctx);
     ctx.metrics
-        .observe(CONTROLLER, category, started.elapsed().as_secs_f64());
-    result.map(|_| Action::requeue(Duration::from_secs(300)))
+        .measure(CONTROLLER, write, Error::category)
+        .await?;
+    Ok(Action::requeue(Duration::from_secs(300)))
 }
 
 async fn write_condition(autoscaler: &Autoscaler, ctx: &BindingContext) -> Result<(), Error> {

@@ -3,7 +3,7 @@
 //! to the pool go through operator-kit's write strategy.
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -179,24 +179,15 @@ fn node_state(node: &Node) -> u64 {
 }
 
 async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
-    ctx.metrics.begin(CONTROLLER);
     let pools: Api<NodePool> = Api::all(ctx.client.clone());
-    let result = finalizer(&pools, NODEPOOL_FINALIZER, pool, |event| async {
+    let run = finalizer(&pools, NODEPOOL_FINALIZER, pool, |event| async {
         match event {
             Finalizer::Apply(pool) => apply(&pool, &ctx).await,
             Finalizer::Cleanup(pool) => cleanup(&pool, &ctx).await,
         }
-    })
-    .await
-    .map_err(|e| Error::FinalizerFailed(Box::new(e)));
-    let category = match &result {
-        Ok(_) => "ok",
-        Err(e) => e.category(),
-    };
-    ctx.metrics
-        .observe(CONTROLLER, category, started.elapsed().as_secs_f64());
-    result
+    });
+    let run = async { run.await.map_err(|e| Error::FinalizerFailed(Box::new(e))) };
+    ctx.metrics.measure(CONTROLLER, run, Error::category).await
 }
 
 fn error_policy(pool: Arc<NodePool>, error: &Error, _ctx: Arc<Context>) -> Action {

@@ -1,6 +1,4 @@
 //! nodepool-operator: flags, telemetry, client; then the controllers and the HTTP server.
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -8,8 +6,6 @@ use clap::Parser;
 use nodepool_operator::provider::VirtualSettings;
 use nodepool_operator::{Config, Settings, run_operator};
 use operator_kit::cli::{LogArgs, RunArgs, WriteArgs};
-use operator_kit::http::{self, Readiness};
-use tracing_subscriber::Layer;
 
 /// Keeps each NodePool's nodes at spec.replicas.
 #[derive(Parser, Debug)]
@@ -49,23 +45,15 @@ const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:8081";
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let metrics = operator_kit::metrics::operator_metrics("nodepool_operator");
-    let triggers = operator_kit::observe::TriggerLayer(metrics.observe.clone());
-    operator_kit::telemetry::init(
+    let process = operator_kit::process::start(
+        "nodepool_operator",
         &cli.log,
-        triggers.with_filter(operator_kit::observe::TriggerLayer::filter()),
-    );
-    let client = cli
-        .run
-        .client(metrics.observe.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!(e))
-        .context("building a Kubernetes client")?;
-    let readiness = Readiness::default();
-    let addr: SocketAddr = cli
-        .run
-        .metrics_addr
-        .unwrap_or_else(|| DEFAULT_METRICS_ADDR.parse().expect("valid default"));
+        &cli.run,
+        DEFAULT_METRICS_ADDR,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e))
+    .context("starting")?;
     let config = Config {
         settings: Settings {
             max_nodes: cli.max_nodes,
@@ -81,11 +69,18 @@ async fn main() -> anyhow::Result<()> {
         strategy: cli.write.strategy(),
     };
     tracing::info!(strategy = config.strategy.name(), provider = %cli.provider, ?config.settings.max_nodes, "starting nodepool-operator");
-    let server = http::serve(addr, Arc::new(metrics.registry), readiness.clone());
-    tokio::select! {
-        () = run_operator(client, config, metrics.writes, metrics.reconciles, readiness) => {}
-        result = server => result.with_context(|| format!("serving metrics on {addr}"))?,
-    }
+    let addr = process.addr;
+    let m = process.metrics;
+    let operator = run_operator(
+        process.client,
+        config,
+        m.writes,
+        m.reconciles,
+        process.readiness.clone(),
+    );
+    operator_kit::process::serve_while(m.registry, addr, process.readiness, operator)
+        .await
+        .with_context(|| format!("serving metrics on {addr}"))?;
     tracing::info!("stopped");
     Ok(())
 }

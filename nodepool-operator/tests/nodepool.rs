@@ -215,22 +215,7 @@ async fn an_invalid_template_is_reported_and_touches_no_other_pool() {
     );
 
     // The event says the same.
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(client);
-    eventually("an InvalidSpec event", CONVERGE, || async {
-        let list = events
-            .list(&Default::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        list.items
-            .iter()
-            .find(|e| {
-                e.reason.as_deref() == Some("InvalidSpec")
-                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(bad.as_str())
-            })
-            .map(|_| ())
-            .ok_or_else(|| "none yet".to_owned())
-    })
-    .await;
+    e2e::wait_for_event(client, "InvalidSpec", &bad, CONVERGE).await;
 
     // The good pool converges all the same, and so does the bad one once fixed.
     converged(&pools, &nodes, &good, 1).await;

@@ -10,6 +10,7 @@ pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod observe;
+pub mod process;
 pub mod telemetry;
 pub mod write;
 

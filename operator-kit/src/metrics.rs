@@ -133,18 +133,32 @@ impl ReconcileMetrics {
         );
     }
 
-    /// Marks a reconcile as started; `observe` marks it finished.
-    pub fn begin(&self, controller: &'static str) {
-        self.in_flight
+    /// Runs one reconcile of `controller`: counted in flight while it runs, then by
+    /// result (`ok` or `category` of its error) with its duration.
+    pub async fn measure<T, E>(
+        &self,
+        controller: &'static str,
+        reconcile: impl std::future::Future<Output = Result<T, E>>,
+        category: impl Fn(&E) -> &'static str,
+    ) -> Result<T, E> {
+        let in_flight = self
+            .in_flight
             .get_or_create(&ControllerLabels { controller })
-            .inc();
+            .clone();
+        in_flight.inc();
+        let started = std::time::Instant::now();
+        let result = reconcile.await;
+        in_flight.dec();
+        let label = match &result {
+            Ok(_) => "ok",
+            Err(e) => category(e),
+        };
+        self.observe(controller, label, started.elapsed().as_secs_f64());
+        result
     }
 
-    /// Records a finished reconcile (started with `begin`).
+    /// Records a finished reconcile.
     pub fn observe(&self, controller: &'static str, result: &'static str, seconds: f64) {
-        self.in_flight
-            .get_or_create(&ControllerLabels { controller })
-            .dec();
         self.reconciles
             .get_or_create(&ReconcileLabels { controller, result })
             .inc();

@@ -1,0 +1,61 @@
+//! What every operator process does around its controllers: telemetry (with the
+//! reconcile-trigger layer), metrics, a client that counts its requests, and one HTTP
+//! port for /metrics, /healthz and /readyz while the controllers run.
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tracing_subscriber::Layer;
+
+use crate::cli::{LogArgs, RunArgs};
+use crate::http::{self, Readiness};
+use crate::metrics::{OperatorMetrics, operator_metrics};
+use crate::observe::TriggerLayer;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A started operator process, before its controllers run.
+pub struct Process {
+    pub client: kube::Client,
+    pub metrics: OperatorMetrics,
+    pub readiness: Readiness,
+    /// Where /metrics, /healthz and /readyz are served.
+    pub addr: SocketAddr,
+}
+
+/// Sets up logging, metrics named `<prefix>_...` and the client.
+pub async fn start(
+    prefix: &str,
+    log: &LogArgs,
+    run: &RunArgs,
+    default_addr: &str,
+) -> Result<Process, BoxError> {
+    let metrics = operator_metrics(prefix);
+    let triggers = TriggerLayer(metrics.observe.clone()).with_filter(TriggerLayer::filter());
+    crate::telemetry::init(log, triggers);
+    let client = run.client(metrics.observe.clone()).await?;
+    let addr = match run.metrics_addr {
+        Some(addr) => addr,
+        None => default_addr.parse()?,
+    };
+    Ok(Process {
+        client,
+        metrics,
+        readiness: Readiness::default(),
+        addr,
+    })
+}
+
+/// Serves /metrics, /healthz and /readyz until `operator` ends (on SIGTERM or Ctrl-C) or
+/// the server fails (e.g. its port is taken).
+pub async fn serve_while(
+    registry: prometheus_client::registry::Registry,
+    addr: SocketAddr,
+    readiness: Readiness,
+    operator: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    tokio::select! {
+        () = operator => Ok(()),
+        result = http::serve(addr, Arc::new(registry), readiness) => result,
+    }
+}
