@@ -64,6 +64,9 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >&2
 }
 
+# Tools the harness and the demo call: openssl (service-account keys), curl (probes).
+if ! command -v openssl >/dev/null || ! command -v curl >/dev/null; then apt_install openssl curl; fi
+
 # --- etcd --------------------------------------------------------------------
 if [ ! -x "$ASSETS/etcd" ]; then
   apt_install etcd-server
