@@ -613,6 +613,73 @@ pub fn http_get(addr: &str, path: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, Time};
+
+    fn managed(manager: &str, fields: Value, second: i64) -> ManagedFieldsEntry {
+        ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            fields_v1: Some(FieldsV1(fields)),
+            time: Some(Time(
+                k8s_openapi::jiff::Timestamp::from_second(second).unwrap(),
+            )),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_change_is_attributed_to_the_manager_that_owns_it() {
+        let before = fixtures::nodepool("p", 1);
+        let mut after = before.clone();
+        after.spec.replicas = 4;
+        after.metadata.resource_version = Some("42".into());
+        after.metadata.managed_fields = Some(vec![
+            managed("kubectl-create", json!({"f:spec": {"f:template": {}}}), 1),
+            managed(
+                "autoscaler-operator",
+                json!({"f:spec": {"f:replicas": {}}}),
+                2,
+            ),
+            managed(
+                "nodepool-operator",
+                json!({"f:status": {"f:replicas": {}}}),
+                3,
+            ),
+        ]);
+        let change = describe_change(Some(&before), &after, 1.5);
+        assert_eq!(change.changed, ["spec.replicas 1 -> 4"]);
+        assert_eq!(change.by, ["autoscaler-operator"]);
+        assert_eq!(
+            (change.resource_version.as_str(), change.spec_replicas),
+            ("42", 4)
+        );
+
+        let mut annotated = after.clone();
+        annotated.metadata.annotations = Some([("tick".to_owned(), "1".to_owned())].into());
+        let mut fields = annotated.metadata.managed_fields.clone().unwrap();
+        fields.push(managed(
+            THIRD_WRITER,
+            json!({"f:metadata": {"f:annotations": {"f:tick": {}}}}),
+            4,
+        ));
+        annotated.metadata.managed_fields = Some(fields);
+        let change = describe_change(Some(&after), &annotated, 2.0);
+        assert_eq!(
+            (change.changed.as_slice(), change.by.as_slice()),
+            (
+                &["annotations".to_owned()][..],
+                &[THIRD_WRITER.to_owned()][..]
+            )
+        );
+    }
+
+    #[test]
+    fn the_first_version_has_nothing_to_compare_with() {
+        assert!(
+            describe_change(None, &fixtures::nodepool("p", 1), 0.0)
+                .changed
+                .is_empty()
+        );
+    }
 
     #[test]
     fn metrics_text_sums_the_families_the_table_needs() {
