@@ -5,6 +5,7 @@ use anyhow::Context as _;
 use autoscaler_operator::{Config, Settings, run_operator};
 use clap::Parser;
 use operator_kit::cli::{LogArgs, RunArgs, WriteArgs};
+use operator_kit::leader::{LeaderArgs, maybe_as_leader};
 
 /// Sizes NodePools from the demand of the pods that target them.
 #[derive(Parser, Debug)]
@@ -16,6 +17,8 @@ struct Cli {
     write: WriteArgs,
     #[command(flatten)]
     log: LogArgs,
+    #[command(flatten)]
+    leader: LeaderArgs,
     /// Reconcile every Autoscaler at least this often, in seconds.
     #[arg(long, env = "RESYNC_SECONDS", default_value_t = 30)]
     resync_seconds: u64,
@@ -47,8 +50,9 @@ async fn main() -> anyhow::Result<()> {
         strategy = config.strategy.name(),
         "starting autoscaler-operator"
     );
-    let addr = process.addr;
-    let m = process.metrics;
+    let (addr, m) = (process.addr, process.metrics);
+    let lease = cli.leader.lease("autoscaler-operator");
+    let client = process.client.clone();
     let operator = run_operator(
         process.client,
         config,
@@ -56,9 +60,14 @@ async fn main() -> anyhow::Result<()> {
         m.reconciles,
         process.readiness.clone(),
     );
-    operator_kit::process::serve_while(m.registry, addr, process.readiness, operator)
-        .await
-        .with_context(|| format!("serving metrics on {addr}"))?;
+    operator_kit::process::serve_while(
+        m.registry,
+        addr,
+        process.readiness,
+        maybe_as_leader(client, lease, operator),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e))?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -6,6 +6,7 @@ use clap::Parser;
 use nodepool_operator::provider::VirtualSettings;
 use nodepool_operator::{Config, Settings, run_operator};
 use operator_kit::cli::{LogArgs, RunArgs, WriteArgs};
+use operator_kit::leader::{LeaderArgs, maybe_as_leader};
 
 /// Keeps each NodePool's nodes at spec.replicas.
 #[derive(Parser, Debug)]
@@ -17,6 +18,8 @@ struct Cli {
     write: WriteArgs,
     #[command(flatten)]
     log: LogArgs,
+    #[command(flatten)]
+    leader: LeaderArgs,
     /// Where nodes come from (only `virtual`: Node objects with no machine behind them).
     #[arg(long, env = "PROVIDER", default_value = "virtual", value_parser = ["virtual"])]
     provider: String,
@@ -69,8 +72,9 @@ async fn main() -> anyhow::Result<()> {
         strategy: cli.write.strategy(),
     };
     tracing::info!(strategy = config.strategy.name(), provider = %cli.provider, ?config.settings.max_nodes, "starting nodepool-operator");
-    let addr = process.addr;
-    let m = process.metrics;
+    let (addr, m) = (process.addr, process.metrics);
+    let lease = cli.leader.lease("nodepool-operator");
+    let client = process.client.clone();
     let operator = run_operator(
         process.client,
         config,
@@ -78,9 +82,14 @@ async fn main() -> anyhow::Result<()> {
         m.reconciles,
         process.readiness.clone(),
     );
-    operator_kit::process::serve_while(m.registry, addr, process.readiness, operator)
-        .await
-        .with_context(|| format!("serving metrics on {addr}"))?;
+    operator_kit::process::serve_while(
+        m.registry,
+        addr,
+        process.readiness,
+        maybe_as_leader(client, lease, operator),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e))?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod errors;
 pub mod events;
 pub mod http;
+pub mod leader;
 pub mod metrics;
 pub mod observe;
 pub mod process;

@@ -46,16 +46,21 @@ pub async fn start(
     })
 }
 
-/// Serves /metrics, /healthz and /readyz until `operator` ends (on SIGTERM or Ctrl-C) or
-/// the server fails (e.g. its port is taken).
-pub async fn serve_while(
+/// Serves /metrics, /healthz and /readyz until `operator` ends (on SIGTERM or Ctrl-C, or
+/// with an error such as a lost lease) or the server fails (e.g. its port is taken).
+pub async fn serve_while<E>(
     registry: prometheus_client::registry::Registry,
     addr: SocketAddr,
     readiness: Readiness,
-    operator: impl Future<Output = ()>,
-) -> std::io::Result<()> {
+    operator: impl Future<Output = Result<(), E>>,
+) -> Result<(), BoxError>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
     tokio::select! {
-        () = operator => Ok(()),
-        result = http::serve(addr, Arc::new(registry), readiness) => result,
+        result = operator => result.map_err(Into::into),
+        result = http::serve(addr, Arc::new(registry), readiness) => {
+            result.map_err(|e| format!("serving /metrics on {addr}: {e}").into())
+        }
     }
 }
