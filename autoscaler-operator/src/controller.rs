@@ -365,6 +365,14 @@ async fn reconcile_autoscaler(a: &Autoscaler, ctx: &Context) -> Result<Action, E
     });
     {
         let mut memory = ctx.memory.lock().expect("not poisoned");
+        // Forget Autoscalers that are gone (no reconcile runs for a deleted object).
+        let live: std::collections::HashSet<String> = ctx
+            .autoscalers
+            .state()
+            .iter()
+            .filter_map(|a| a.metadata.uid.clone())
+            .collect();
+        memory.retain(|uid, _| live.contains(uid));
         let entry = memory.entry(uid.clone()).or_default();
         let keep = i64::from(
             a.spec
