@@ -23,7 +23,7 @@ use serde_json::json;
 use shared_crd::condition::{self, Condition, ConditionStatus};
 use shared_crd::{Autoscaler, AutoscalerStatus, NodePool, condition_type, field_manager, reason};
 
-use crate::decide::{self, Capacity, Inputs, Recommendation};
+use crate::decide::{self, Inputs, Recommendation};
 
 /// Controller name in metrics and logs.
 pub const CONTROLLER: &str = "autoscaler";
@@ -320,9 +320,10 @@ async fn reconcile_autoscaler(a: &Autoscaler, ctx: &Context) -> Result<Action, E
         )
         .await;
     }
-    let capacity = match Capacity::from_template(&pool.spec.template.capacity) {
+    let capacity = match pool.spec.template.capacity.values() {
         Ok(c) => c,
-        Err(message) => {
+        Err(e) => {
+            let message = format!("NodePool {pool_name}: {e}");
             return blocked(
                 a,
                 ctx,

@@ -2,7 +2,7 @@
 //! resource, HPA-style stabilization windows and steps, clamping, and the limits (paused,
 //! pool at quota). No client here.
 use k8s_openapi::api::core::v1::Pod;
-use shared_crd::{AutoscalerSpec, NodeCapacity, POOL_LABEL};
+use shared_crd::{AutoscalerSpec, POOL_LABEL};
 
 /// Sum of the requests of the pods that target a pool.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -14,34 +14,8 @@ pub struct Demand {
     pub pods: f64,
 }
 
-/// What one node offers.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Capacity {
-    pub cpu: f64,
-    pub memory: f64,
-    pub pods: f64,
-}
-
-impl Capacity {
-    /// From a NodePool template; `None` names the field that is not a positive quantity.
-    pub fn from_template(c: &NodeCapacity) -> Result<Self, String> {
-        let parse = |field: &str, q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity| {
-            shared_crd::quantity::parse(&q.0)
-                .filter(|v| *v > 0.0)
-                .ok_or_else(|| {
-                    format!(
-                        "NodePool capacity.{field} {:?} is not a positive quantity",
-                        q.0
-                    )
-                })
-        };
-        Ok(Self {
-            cpu: parse("cpu", &c.cpu)?,
-            memory: parse("memory", &c.memory)?,
-            pods: parse("pods", &c.pods)?,
-        })
-    }
-}
+/// What one node offers (parsed from a pool's template with `NodeCapacity::values`).
+pub use shared_crd::nodepool::CapacityValues as Capacity;
 
 /// The pool a pod asks for: `nodeSelector` on the pool label, or a required node
 /// affinity term `In` one pool.
@@ -321,7 +295,7 @@ mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use serde_json::json;
-    use shared_crd::{NodePoolRef, ScalingBehavior, ScalingRules};
+    use shared_crd::{NodeCapacity, NodePoolRef, ScalingBehavior, ScalingRules};
 
     fn spec(min: i32, max: i32) -> AutoscalerSpec {
         AutoscalerSpec {
@@ -568,16 +542,12 @@ mod tests {
 
     #[test]
     fn capacity_comes_from_the_template() {
-        let c = Capacity::from_template(&NodeCapacity::default()).unwrap();
+        let c = NodeCapacity::default().values().unwrap();
         assert_eq!(c, NODE);
         let bad = NodeCapacity {
             cpu: Quantity("0".into()),
             ..NodeCapacity::default()
         };
-        assert!(
-            Capacity::from_template(&bad)
-                .unwrap_err()
-                .contains("capacity.cpu")
-        );
+        assert!(bad.values().unwrap_err().contains("capacity.cpu"));
     }
 }

@@ -82,6 +82,43 @@ impl Default for NodeCapacity {
     }
 }
 
+/// A node's capacity as plain numbers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CapacityValues {
+    /// CPU cores.
+    pub cpu: f64,
+    /// Bytes.
+    pub memory: f64,
+    pub pods: f64,
+}
+
+impl NodeCapacity {
+    /// The quantities as numbers; the error names the field that is not a positive
+    /// quantity (`spec.template.capacity.cpu: ...`).
+    pub fn values(&self) -> Result<CapacityValues, String> {
+        let parse = |field: &str, q: &Quantity| {
+            let value = crate::quantity::parse(&q.0).ok_or_else(|| {
+                format!(
+                    "spec.template.capacity.{field}: {:?} is not a quantity",
+                    q.0
+                )
+            })?;
+            if value <= 0.0 {
+                return Err(format!(
+                    "spec.template.capacity.{field}: must be positive, got {:?}",
+                    q.0
+                ));
+            }
+            Ok(value)
+        };
+        Ok(CapacityValues {
+            cpu: parse("cpu", &self.cpu)?,
+            memory: parse("memory", &self.memory)?,
+            pods: parse("pods", &self.pods)?,
+        })
+    }
+}
+
 /// What nodepool-operator observed, written through the status subresource.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
