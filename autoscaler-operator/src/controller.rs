@@ -588,11 +588,10 @@ async fn write_status(a: &Autoscaler, ctx: &Context, own: OwnStatus) -> Result<b
             status.current_replicas = own.current_replicas;
         }
         // Never move back: the cached copy may not show this operator's last write yet.
-        status.last_scale_time = match (own.last_scale_time.clone(), status.last_scale_time.take())
-        {
-            (Some(x), Some(y)) => Some(if x.0 >= y.0 { x } else { y }),
-            (x, y) => x.or(y),
-        };
+        status.last_scale_time = own
+            .last_scale_time
+            .clone()
+            .max(status.last_scale_time.take());
         status.last_decision = own.last_decision.clone();
         status.observed_generation = generation;
         for c in &own.conditions {

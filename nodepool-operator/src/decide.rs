@@ -147,10 +147,7 @@ pub fn desired_status(
         observed_generation: generation,
         // The later of what this process saw and what the object says: the cached object
         // can lag behind this operator's own last status write.
-        last_scale_time: match (last_scaled, previous.last_scale_time) {
-            (Some(a), Some(b)) => Some(if a.0 >= b.0 { a } else { b }),
-            (a, b) => a.or(b),
-        },
+        last_scale_time: last_scaled.max(previous.last_scale_time),
         conditions,
     }
 }
