@@ -2,7 +2,7 @@
 //! to add, which node to remove, and the status to report. No client here.
 use std::cmp::Reverse;
 
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, NodeCondition};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
@@ -14,12 +14,19 @@ pub fn validate_template(template: &NodeTemplate) -> Result<(), String> {
     template.capacity.values().map(|_| ())
 }
 
+/// A node's `Ready` condition.
+pub fn ready_condition(node: &Node) -> Option<&NodeCondition> {
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
+}
+
 /// Whether a node reports `Ready=True`.
 pub fn is_ready(node: &Node) -> bool {
-    node.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    ready_condition(node).is_some_and(|c| c.status == "True")
 }
 
 /// How many nodes to create: the shortfall, limited by the provider quota.
@@ -155,7 +162,7 @@ pub fn desired_status(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{NodeCondition, NodeStatus};
+    use k8s_openapi::api::core::v1::NodeStatus;
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use k8s_openapi::jiff::Timestamp;
     use shared_crd::{NodeCapacity, NodePoolSpec};

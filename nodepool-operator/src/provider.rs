@@ -120,7 +120,7 @@ pub fn node_for(pool: &NodePool, node_name: &str, taint_nodes: bool) -> Node {
         status: Some(NodeStatus {
             capacity: Some(resources.clone()),
             allocatable: Some(resources),
-            conditions: Some(vec![ready_condition(false, now())]),
+            conditions: Some(vec![virtual_ready_condition(false, now())]),
             ..Default::default()
         }),
     }
@@ -130,7 +130,7 @@ fn now() -> Time {
     Time(Timestamp::now())
 }
 
-fn ready_condition(ready: bool, at: Time) -> NodeCondition {
+fn virtual_ready_condition(ready: bool, at: Time) -> NodeCondition {
     NodeCondition {
         type_: "Ready".into(),
         status: if ready { "True" } else { "False" }.into(),
@@ -153,17 +153,6 @@ fn ready_condition(ready: bool, at: Time) -> NodeCondition {
         last_heartbeat_time: Some(at.clone()),
         last_transition_time: Some(at),
     }
-}
-
-fn ready_since(node: &Node) -> Option<(bool, Option<Time>)> {
-    let c = node
-        .status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready")?;
-    Some((c.status == "True", c.last_heartbeat_time.clone()))
 }
 
 impl Provider for VirtualProvider {
@@ -211,7 +200,9 @@ impl Provider for VirtualProvider {
         Box::pin(async move {
             let name = node.name_any();
             let now_ts = Timestamp::now();
-            let (ready, heartbeat) = ready_since(node).unwrap_or((false, None));
+            let previous = crate::decide::ready_condition(node);
+            let ready = previous.is_some_and(|c| c.status == "True");
+            let heartbeat = previous.and_then(|c| c.last_heartbeat_time.clone());
             // Not due yet: a heartbeat that is recent, or a node still provisioning.
             let (since, wait) = if ready {
                 (
@@ -227,12 +218,7 @@ impl Provider for VirtualProvider {
                 return Ok(Some(wait - age));
             }
             // The kubelet's job: report Ready (the first time) or a fresh heartbeat.
-            let mut condition = ready_condition(true, now());
-            let previous = node
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
+            let mut condition = virtual_ready_condition(true, now());
             if let Some(previous) = previous.filter(|_| ready) {
                 condition.last_transition_time = previous.last_transition_time.clone();
             }
