@@ -376,7 +376,8 @@ fn apiserver_minor(assets: &Path) -> Result<u32> {
         .with_context(|| format!("unexpected kube-apiserver --version output {text:?}"))
 }
 
-fn free_port() -> Result<u16> {
+/// A loopback port free right now (another process may take it before it is used).
+pub(crate) fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

@@ -147,9 +147,7 @@ impl Operator {
         cp: &ControlPlane,
         opts: &Options,
     ) -> Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = crate::control_plane::free_port()?;
         let addr = format!("127.0.0.1:{port}");
         std::fs::create_dir_all(&opts.log_dir)?;
         let log = opts.log_dir.join(format!("{name}-{strategy}.log"));
