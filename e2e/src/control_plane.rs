@@ -62,8 +62,6 @@ impl Identity {
 pub struct ControlPlane {
     /// Kubeconfig with one context per [`Identity`] (an external one: as given).
     kubeconfig: PathBuf,
-    /// Data directory of a local control plane (`None` for an external cluster).
-    dir: Option<PathBuf>,
     /// Supervised processes; kept so their pipes stay open while this lives.
     children: Vec<Child>,
     external: bool,
@@ -87,7 +85,6 @@ impl ControlPlane {
     pub async fn external(kubeconfig: &Path) -> Result<Self> {
         let cp = Self {
             kubeconfig: kubeconfig.to_owned(),
-            dir: None,
             children: Vec::new(),
             external: true,
         };
@@ -150,7 +147,6 @@ impl ControlPlane {
         match Self::boot(dir, assets, mode, &mut children).await {
             Ok(kubeconfig) => Ok(Self {
                 kubeconfig,
-                dir: Some(dir.to_owned()),
                 children,
                 external: false,
             }),
@@ -240,11 +236,6 @@ impl ControlPlane {
     /// Path of a kubeconfig with one context per identity (`admin` is the current one).
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
-    }
-
-    /// Data directory of a local control plane.
-    pub fn dir(&self) -> Option<&Path> {
-        self.dir.as_deref()
     }
 
     /// Whether this is an existing cluster rather than one started here.

@@ -75,16 +75,6 @@ pub fn classify(err: &Error) -> ErrorClass {
     }
 }
 
-/// Shorthand for `classify(err) == ErrorClass::Conflict`.
-pub fn is_conflict(err: &Error) -> bool {
-    classify(err) == ErrorClass::Conflict
-}
-
-/// Shorthand for `classify(err) == ErrorClass::NotFound`.
-pub fn is_not_found(err: &Error) -> bool {
-    classify(err) == ErrorClass::NotFound
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
