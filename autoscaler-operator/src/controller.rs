@@ -1,7 +1,7 @@
 //! The Autoscaler controller: reads the target pool and the pods that want it from the
 //! watch caches, decides a size, writes the pool's `spec.replicas` (the cross-operator
 //! write) and its own status, both through operator-kit's write strategy.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -9,19 +9,19 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
-use operator_kit::events::{changed_or_deleted, hash_of};
 use operator_kit::metrics::ReconcileMetrics;
-use operator_kit::{Change, Target, WriteError, Writer};
+use operator_kit::watch::{Index, changed_or_deleted, feed_indexes, hash_of, trim_metadata};
+use operator_kit::{Change, ErrorBackoff, WriteError, Writer};
+use serde::Serialize;
 use serde_json::json;
 use shared_crd::condition::{self, Condition, ConditionStatus};
-use shared_crd::{Autoscaler, AutoscalerStatus, NodePool, condition_type, field_manager, reason};
+use shared_crd::{Autoscaler, NodePool, condition_type, field_manager, reason};
 
 use crate::decide::{self, Inputs, Recommendation};
 
@@ -36,12 +36,14 @@ pub struct Settings {
     pub concurrency: u16,
 }
 
-/// What this process remembers per Autoscaler (by uid), as the HPA controller does:
-/// past recommendations for the stabilization windows, and its last scale.
+/// What this process remembers per Autoscaler (by uid), as the HPA controller does: past
+/// recommendations for the stabilization windows. Seeded from the pool's size, so that
+/// losing it (a restart, a new leader) only ever holds a scale-down back.
 #[derive(Debug, Default)]
 struct Memory {
     history: Vec<Recommendation>,
-    last_scaled: Option<Time>,
+    /// Seconds of history the longer window needs.
+    keep: i64,
 }
 
 pub struct Context {
@@ -49,11 +51,14 @@ pub struct Context {
     pub writer: Writer,
     pub recorder: Recorder,
     pub autoscalers: Store<Autoscaler>,
+    pub autoscalers_by_pool: Index<Autoscaler>,
     pub pools: Store<NodePool>,
     pub pods: Store<Pod>,
+    pub pods_by_pool: Index<Pod>,
     pub settings: Settings,
     pub metrics: Arc<ReconcileMetrics>,
     memory: Mutex<HashMap<String, Memory>>,
+    backoff: ErrorBackoff,
     started: Instant,
 }
 
@@ -86,51 +91,70 @@ impl Error {
     }
 }
 
-/// The watches of this controller, with their caches.
+/// The caches of this controller, their indexes, and the watch streams that feed them.
 pub struct Watches {
     pub autoscalers: Store<Autoscaler>,
-    pub autoscaler_events: BoxStream<'static, Result<watcher::Event<Autoscaler>, watcher::Error>>,
+    /// Autoscalers by the pool they target.
+    pub autoscalers_by_pool: Index<Autoscaler>,
+    pub autoscaler_events: BoxStream<'static, watcher::Result<watcher::Event<Autoscaler>>>,
     pub pools: Store<NodePool>,
-    pub pool_events: BoxStream<'static, Result<watcher::Event<NodePool>, watcher::Error>>,
+    pub pool_events: BoxStream<'static, watcher::Result<watcher::Event<NodePool>>>,
+    /// Pods that are not finished, trimmed to what demand is made of.
     pub pods: Store<Pod>,
-    pub pod_events: BoxStream<'static, Result<watcher::Event<Pod>, watcher::Error>>,
+    /// Those pods by the pool they ask for.
+    pub pods_by_pool: Index<Pod>,
+    pub pod_events: BoxStream<'static, watcher::Result<watcher::Event<Pod>>>,
 }
 
 pub fn watches(client: &Client) -> Watches {
     let (autoscalers, a_writer) = reflector::store();
     let (pools, p_writer) = reflector::store();
     let (pods, pod_writer) = reflector::store();
+    let autoscalers_by_pool = Index::new(|a: &Autoscaler| Some(a.spec.node_pool_ref.name.clone()));
+    let pods_by_pool = Index::new(|p: &Pod| decide::target_pool(p).map(str::to_owned));
     Watches {
-        autoscalers,
-        autoscaler_events: watcher(
-            Api::<Autoscaler>::all(client.clone()),
-            watcher::Config::default(),
+        autoscaler_events: feed_indexes(
+            watcher(
+                Api::<Autoscaler>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .modify(trim_metadata)
+            .reflect(a_writer),
+            vec![autoscalers_by_pool.clone()],
         )
-        .default_backoff()
-        .reflect(a_writer)
         .boxed(),
+        autoscalers,
+        autoscalers_by_pool,
         pools,
         pool_events: watcher(
             Api::<NodePool>::all(client.clone()),
             watcher::Config::default(),
         )
         .default_backoff()
+        .modify(|p: &mut NodePool| {
+            trim_metadata(p);
+            // Conditions are not read here: size, template capacity and counts are.
+            if let Some(status) = p.status.as_mut() {
+                status.conditions.clear();
+            }
+        })
         .reflect(p_writer)
         .boxed(),
-        pods,
-        pod_events: watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+        pod_events: feed_indexes(
+            // Finished pods want nothing.
+            watcher(
+                Api::<Pod>::all(client.clone()),
+                watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed"),
+            )
             .default_backoff()
-            // Only what demand is made of; the rest of a pod is not worth keeping.
-            .modify(|pod| {
-                pod.managed_fields_mut().clear();
-                pod.annotations_mut().clear();
-                if let Some(status) = pod.status.as_mut() {
-                    status.conditions = None;
-                    status.container_statuses = None;
-                }
-            })
-            .reflect(pod_writer)
-            .boxed(),
+            .modify(decide::trim_pod)
+            .reflect(pod_writer),
+            vec![pods_by_pool.clone()],
+        )
+        .boxed(),
+        pods,
+        pods_by_pool,
     }
 }
 
@@ -174,6 +198,7 @@ fn pod_inputs(p: &Pod) -> u64 {
 pub async fn run(ctx: Arc<Context>, watches: Watches) {
     let Watches {
         autoscalers,
+        autoscalers_by_pool,
         autoscaler_events,
         pool_events,
         pod_events,
@@ -186,29 +211,25 @@ pub async fn run(ctx: Arc<Context>, watches: Watches) {
     let own = changed_or_deleted(autoscaler_events, autoscaler_inputs, skip("Autoscaler"));
     let pools = changed_or_deleted(pool_events, pool_inputs, skip("NodePool"));
     let pods = changed_or_deleted(pod_events, pod_inputs, skip("Pod"));
-    let (by_pool, by_pod) = (autoscalers.clone(), autoscalers.clone());
-    Controller::for_stream(own, autoscalers)
+    let by_pod = autoscalers_by_pool.clone();
+    let results = Controller::for_stream(own, autoscalers)
         .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
         .watches_stream(pools, move |pool: NodePool| {
-            targeting(&by_pool, &pool.name_any())
+            autoscalers_by_pool.get(&pool.name_any())
         })
         .watches_stream(pods, move |pod: Pod| match decide::target_pool(&pod) {
-            Some(pool) => targeting(&by_pod, pool),
+            Some(pool) => by_pod.get(pool),
             None => Vec::new(),
         })
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
+        .run(reconcile, error_policy, ctx);
+    results
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(controller = CONTROLLER, error = %e, "reconcile failed");
+            }
+        })
         .await;
-}
-
-fn targeting(autoscalers: &Store<Autoscaler>, pool: &str) -> Vec<ObjectRef<Autoscaler>> {
-    autoscalers
-        .state()
-        .iter()
-        .filter(|a| a.spec.node_pool_ref.name == pool)
-        .map(|a| ObjectRef::from_obj(a.as_ref()))
-        .collect()
 }
 
 impl Context {
@@ -224,11 +245,14 @@ impl Context {
             client,
             writer,
             autoscalers: watches.autoscalers.clone(),
+            autoscalers_by_pool: watches.autoscalers_by_pool.clone(),
             pools: watches.pools.clone(),
             pods: watches.pods.clone(),
+            pods_by_pool: watches.pods_by_pool.clone(),
             settings,
             metrics,
             memory: Mutex::default(),
+            backoff: ErrorBackoff::default(),
             started: Instant::now(),
         }
     }
@@ -243,6 +267,11 @@ impl Context {
         };
         operator_kit::events::publish(&self.recorder, a, event).await;
     }
+
+    /// Seconds since this process started: the clock of the stabilization windows.
+    fn clock(&self) -> i64 {
+        self.started.elapsed().as_secs() as i64
+    }
 }
 
 fn reporter() -> Reporter {
@@ -253,22 +282,32 @@ fn reporter() -> Reporter {
 }
 
 async fn reconcile(a: Arc<Autoscaler>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.metrics
+    let result = ctx
+        .metrics
         .measure(CONTROLLER, reconcile_autoscaler(&a, &ctx), Error::category)
-        .await
-}
-
-fn error_policy(a: Arc<Autoscaler>, error: &Error, _ctx: Arc<Context>) -> Action {
-    let jitter = |base_ms: u64| Duration::from_millis(base_ms + rand::random::<u64>() % base_ms);
-    if error.category() == "conflict" {
-        // The lazy way ends here: the whole reconcile runs again a little later.
-        return Action::requeue(jitter(200));
+        .await;
+    if result.is_ok() {
+        ctx.backoff.reset(&a.name_any());
     }
-    tracing::warn!(autoscaler = %a.name_any(), error = %error, "reconcile failed");
-    Action::requeue(jitter(5_000))
+    result
 }
 
-/// The condition set an Autoscaler reports when it cannot act, and why.
+/// Per-object exponential backoff (5 ms doubling to 1000 s, reset on success). A conflict
+/// is the lazy strategy's way out: the whole reconcile runs again.
+fn error_policy(a: Arc<Autoscaler>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff.next(&a.name_any());
+    match error {
+        Error::ScaleWriteFailed { source, .. } | Error::StatusWriteFailed(source)
+            if source.is_conflict() =>
+        {
+            tracing::debug!(autoscaler = %a.name_any(), ?delay, "conflict; requeued");
+        }
+        _ => tracing::warn!(autoscaler = %a.name_any(), error = %error, ?delay, "reconcile failed"),
+    }
+    Action::requeue(delay)
+}
+
+/// Why an Autoscaler cannot act.
 struct Blocked {
     reason: &'static str,
     message: String,
@@ -282,78 +321,50 @@ async fn reconcile_autoscaler(a: &Autoscaler, ctx: &Context) -> Result<Action, E
         .ok_or(Error::MissingObjectKey(".metadata.uid"))?;
     let pool_name = a.spec.node_pool_ref.name.clone();
 
+    // Observe: the pool, the pods that want it, the other Autoscalers of the pool.
     if let Err(message) = decide::validate(&a.spec) {
-        return blocked(
-            a,
-            ctx,
-            Blocked {
-                reason: reason::INVALID_SPEC,
-                message,
-            },
-            Action::await_change(),
-        )
-        .await;
+        let why = Blocked {
+            reason: reason::INVALID_SPEC,
+            message,
+        };
+        return blocked(a, ctx, why, Action::await_change()).await;
     }
     let Some(pool) = ctx.pools.get(&ObjectRef::new(&pool_name)) else {
-        let message = format!("NodePool {pool_name} does not exist");
-        return blocked(
-            a,
-            ctx,
-            Blocked {
-                reason: reason::NOT_FOUND,
-                message,
-            },
-            Action::requeue(ctx.settings.resync),
-        )
-        .await;
+        let why = Blocked {
+            reason: reason::NOT_FOUND,
+            message: format!("NodePool {pool_name} does not exist"),
+        };
+        return blocked(a, ctx, why, Action::await_change()).await;
     };
     if let Some(owner) = first_claim(ctx, a) {
-        let message = format!("NodePool {pool_name} is already scaled by Autoscaler {owner}");
-        return blocked(
-            a,
-            ctx,
-            Blocked {
-                reason: "PoolAlreadyTargeted",
-                message,
-            },
-            Action::requeue(ctx.settings.resync),
-        )
-        .await;
+        let why = Blocked {
+            reason: "PoolAlreadyTargeted",
+            message: format!("NodePool {pool_name} is already scaled by Autoscaler {owner}"),
+        };
+        return blocked(a, ctx, why, Action::await_change()).await;
     }
     let capacity = match pool.spec.template.capacity.values() {
         Ok(c) => c,
         Err(e) => {
-            let message = format!("NodePool {pool_name}: {e}");
-            return blocked(
-                a,
-                ctx,
-                Blocked {
-                    reason: "InvalidNodePool",
-                    message,
-                },
-                Action::requeue(ctx.settings.resync),
-            )
-            .await;
+            let why = Blocked {
+                reason: "InvalidNodePool",
+                message: format!("NodePool {pool_name}: {e}"),
+            };
+            return blocked(a, ctx, why, Action::await_change()).await;
         }
     };
-
-    let pods = ctx.pods.state();
+    let pods = ctx.pods_by_pool.objects(&pool_name, &ctx.pods);
     let demand = decide::pool_demand(&pool_name, pods.iter().map(|p| p.as_ref()));
     let at_quota = a
         .status
         .as_ref()
         .and_then(|s| condition::find(&s.conditions, condition_type::NODEPOOL_READY))
         .is_some_and(|c| c.status == ConditionStatus::False && c.reason == reason::AT_QUOTA);
-    let now = ctx.started.elapsed().as_secs() as i64;
     let current = pool.spec.replicas;
-    let history = ctx
-        .memory
-        .lock()
-        .expect("not poisoned")
-        .entry(uid.clone())
-        .or_default()
-        .history
-        .clone();
+
+    // Decide.
+    let now = ctx.clock();
+    let history = ctx.history(&uid, a, current, now);
     let decision = decide::decide(&Inputs {
         spec: &a.spec,
         demand,
@@ -364,44 +375,13 @@ async fn reconcile_autoscaler(a: &Autoscaler, ctx: &Context) -> Result<Action, E
         history: &history,
         now,
     });
-    {
-        let mut memory = ctx.memory.lock().expect("not poisoned");
-        // Forget Autoscalers that are gone (no reconcile runs for a deleted object).
-        let live: std::collections::HashSet<String> = ctx
-            .autoscalers
-            .state()
-            .iter()
-            .filter_map(|a| a.metadata.uid.clone())
-            .collect();
-        memory.retain(|uid, _| live.contains(uid));
-        let entry = memory.entry(uid.clone()).or_default();
-        let keep = i64::from(
-            a.spec
-                .behavior
-                .scale_up
-                .stabilization_window_seconds
-                .max(a.spec.behavior.scale_down.stabilization_window_seconds),
-        );
-        entry.history.retain(|r| r.at > now - keep);
-        entry.history.push(Recommendation {
-            at: now,
-            replicas: decision.recommendation,
-        });
-    }
+    ctx.remember(&uid, now, decision.recommendation);
 
+    // Act: the cross-operator write, spec.replicas of the pool.
+    let mut scaled = false;
     if decision.desired != current {
         let pools: Api<NodePool> = Api::all(ctx.client.clone());
-        let desired = decision.desired;
-        let mutate = move |p: &mut NodePool| {
-            let changed = p.spec.replicas != desired;
-            p.spec.replicas = desired;
-            changed
-        };
-        let change = Change {
-            target: Target::Main,
-            mutate: &mutate,
-            apply: json!({"spec": {"replicas": desired}}),
-        };
+        let change = Change::main(json!({"spec": {"replicas": decision.desired}}));
         let written = ctx
             .writer
             .write(&pools, &pool, &change)
@@ -411,12 +391,8 @@ async fn reconcile_autoscaler(a: &Autoscaler, ctx: &Context) -> Result<Action, E
                 source,
             })?;
         if written.is_written() {
-            ctx.memory
-                .lock()
-                .expect("not poisoned")
-                .entry(uid.clone())
-                .or_default()
-                .last_scaled = Some(Time(Timestamp::now()));
+            scaled = true;
+            let desired = decision.desired;
             let (reason, verb) = if desired > current {
                 ("ScaledUp", "up")
             } else {
@@ -431,37 +407,43 @@ async fn reconcile_autoscaler(a: &Autoscaler, ctx: &Context) -> Result<Action, E
         }
     }
 
+    // Report.
     let limited = decision.limited.clone();
-    let conditions = [
+    let g = a.metadata.generation;
+    let at = shared_crd::time::now();
+    let own = |type_, status, why: &str, message: String| {
+        Condition::new(type_, status, why, message, g, at.clone())
+    };
+    let conditions = vec![
         if a.spec.paused {
-            (
+            own(
                 condition_type::ACTIVE,
                 ConditionStatus::False,
                 reason::PAUSED,
                 "paused".to_owned(),
             )
         } else {
-            (
+            own(
                 condition_type::ACTIVE,
                 ConditionStatus::True,
                 "Recommending",
-                decision.explanation.clone(),
+                format!("recommending a size for NodePool {pool_name} from its pods' requests"),
             )
         },
-        (
+        own(
             condition_type::ABLE_TO_SCALE,
             ConditionStatus::True,
             "ReadyForNewScale",
             format!("NodePool {pool_name} found"),
         ),
         match &limited {
-            Some((why, message)) => (
+            Some((why, message)) => own(
                 condition_type::SCALING_LIMITED,
                 ConditionStatus::True,
-                *why,
+                why,
                 message.clone(),
             ),
-            None => (
+            None => own(
                 condition_type::SCALING_LIMITED,
                 ConditionStatus::False,
                 reason::WITHIN_BOUNDS,
@@ -469,26 +451,20 @@ async fn reconcile_autoscaler(a: &Autoscaler, ctx: &Context) -> Result<Action, E
             ),
         },
     ];
-    let last_scaled = ctx
-        .memory
-        .lock()
-        .expect("not poisoned")
-        .get(&uid)
-        .and_then(|m| m.last_scaled.clone());
     let status = OwnStatus {
         desired_replicas: Some(decision.desired),
-        current_replicas: pool.status.as_ref().map(|s| s.replicas),
-        last_scale_time: last_scaled,
-        last_decision: Some(decision.explanation.clone()),
-        conditions: conditions
-            .into_iter()
-            .map(|(t, s, r, m)| {
-                Condition::new(t, s, r, m, a.metadata.generation, Time(Timestamp::now()))
-            })
-            .collect(),
+        observed_generation: g,
+        last_scale_time: scaled.then(|| at.clone()),
+        last_decision: scaled.then(|| decision.explanation.clone()),
+        conditions: carry_times(conditions, a),
     };
-    let wrote = write_status(a, ctx, status).await?;
-    if wrote && let Some((why, message)) = &limited {
+    let written = write_status(a, ctx, &status, scaled).await?;
+    // Events on transitions only: the limit is new to the status the cache shows.
+    if written
+        && let Some((why, message)) = &limited
+        && shown(a, condition_type::SCALING_LIMITED)
+            != Some((ConditionStatus::True, why.to_string()))
+    {
         ctx.publish(
             a,
             EventType::Warning,
@@ -505,20 +481,69 @@ async fn reconcile_autoscaler(a: &Autoscaler, ctx: &Context) -> Result<Action, E
     Ok(Action::requeue(requeue))
 }
 
+impl Context {
+    /// Past recommendations of one Autoscaler. A process that has none (it just started,
+    /// or just became leader) starts from the pool's current size, as the HPA controller
+    /// does: a restart never shrinks a pool before the scale-down window has passed.
+    fn history(&self, uid: &str, a: &Autoscaler, current: i32, now: i64) -> Vec<Recommendation> {
+        let mut memory = self.memory.lock().expect("not poisoned");
+        // Forget Autoscalers that are gone (no reconcile runs for a deleted object).
+        if memory.len() > self.autoscalers.len() {
+            let live: HashSet<String> = self
+                .autoscalers
+                .state()
+                .iter()
+                .filter_map(|a| a.metadata.uid.clone())
+                .collect();
+            memory.retain(|uid, _| live.contains(uid));
+        }
+        let keep = i64::from(
+            a.spec
+                .behavior
+                .scale_up
+                .stabilization_window_seconds
+                .max(a.spec.behavior.scale_down.stabilization_window_seconds),
+        );
+        let entry = memory.entry(uid.to_owned()).or_insert_with(|| Memory {
+            history: vec![Recommendation {
+                at: now,
+                replicas: current,
+            }],
+            keep,
+        });
+        entry.keep = keep;
+        entry.history.clone()
+    }
+
+    /// Records this reconcile's recommendation: at most one entry per second, and only
+    /// as far back as the longer window reaches.
+    fn remember(&self, uid: &str, now: i64, replicas: i32) {
+        let mut memory = self.memory.lock().expect("not poisoned");
+        let Some(entry) = memory.get_mut(uid) else {
+            return;
+        };
+        let keep = entry.keep;
+        entry.history.retain(|r| r.at > now - keep.max(1));
+        match entry.history.last_mut() {
+            Some(last) if last.at == now => last.replicas = replicas,
+            _ => entry.history.push(Recommendation { at: now, replicas }),
+        }
+    }
+}
+
 /// The oldest Autoscaler (then the first by name) targeting the same pool, when that is
 /// not `a`: it keeps the pool, `a` stands down.
 fn first_claim(ctx: &Context, a: &Autoscaler) -> Option<String> {
     let key = |x: &Autoscaler| (x.creation_timestamp().map(|t| t.0), x.name_any());
-    ctx.autoscalers
-        .state()
+    ctx.autoscalers_by_pool
+        .objects(&a.spec.node_pool_ref.name, &ctx.autoscalers)
         .iter()
-        .filter(|other| other.spec.node_pool_ref.name == a.spec.node_pool_ref.name)
         .min_by_key(|other| key(other))
         .filter(|first| first.name_any() != a.name_any())
         .map(|first| first.name_any())
 }
 
-/// Reports why the Autoscaler cannot act: conditions, a Warning event when they change,
+/// Reports why the Autoscaler cannot act: conditions, a Warning event when that is new,
 /// and no write to any NodePool.
 async fn blocked(
     a: &Autoscaler,
@@ -527,40 +552,35 @@ async fn blocked(
     then: Action,
 ) -> Result<Action, Error> {
     let g = a.metadata.generation;
-    let now = Time(Timestamp::now());
+    let at = shared_crd::time::now();
+    let conditions = [
+        condition_type::ACTIVE,
+        condition_type::ABLE_TO_SCALE,
+        condition_type::SCALING_LIMITED,
+    ]
+    .into_iter()
+    .map(|t| {
+        Condition::new(
+            t,
+            ConditionStatus::False,
+            why.reason,
+            why.message.clone(),
+            g,
+            at.clone(),
+        )
+    })
+    .collect();
     let status = OwnStatus {
-        desired_replicas: a.status.as_ref().and_then(|s| s.desired_replicas),
-        current_replicas: None,
-        last_scale_time: a.status.as_ref().and_then(|s| s.last_scale_time.clone()),
-        last_decision: Some(why.message.clone()),
-        conditions: vec![
-            Condition::new(
-                condition_type::ACTIVE,
-                ConditionStatus::False,
-                why.reason,
-                why.message.clone(),
-                g,
-                now.clone(),
-            ),
-            Condition::new(
-                condition_type::ABLE_TO_SCALE,
-                ConditionStatus::False,
-                why.reason,
-                why.message.clone(),
-                g,
-                now.clone(),
-            ),
-            Condition::new(
-                condition_type::SCALING_LIMITED,
-                ConditionStatus::False,
-                why.reason,
-                why.message.clone(),
-                g,
-                now,
-            ),
-        ],
+        desired_replicas: None,
+        observed_generation: g,
+        last_scale_time: None,
+        last_decision: None,
+        conditions: carry_times(conditions, a),
     };
-    if write_status(a, ctx, status).await? {
+    let written = write_status(a, ctx, &status, false).await?;
+    if written
+        && shown(a, condition_type::ACTIVE) != Some((ConditionStatus::False, why.reason.into()))
+    {
         tracing::warn!(autoscaler = %a.name_any(), reason = why.reason, message = %why.message, "cannot scale");
         ctx.publish(a, EventType::Warning, why.reason, why.message)
             .await;
@@ -568,71 +588,59 @@ async fn blocked(
     Ok(then)
 }
 
-/// The part of the status autoscaler-operator owns.
+/// The part of an Autoscaler's status autoscaler-operator owns, computed from what it
+/// observes and decides, as sent with server-side apply (`None` fields left out).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 struct OwnStatus {
+    #[serde(skip_serializing_if = "Option::is_none")]
     desired_replicas: Option<i32>,
-    current_replicas: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    observed_generation: Option<i64>,
+    /// Only from the reconcile that scaled, under its own field manager.
+    #[serde(skip_serializing_if = "Option::is_none")]
     last_scale_time: Option<Time>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     last_decision: Option<String>,
+    /// `Active`, `AbleToScale`, `ScalingLimited`; never `NodePoolReady`.
     conditions: Vec<Condition>,
 }
 
-/// Writes the autoscaler's own status fields and conditions when they changed, leaving
-/// the `NodePoolReady` condition nodepool-operator owns in the same list alone.
-async fn write_status(a: &Autoscaler, ctx: &Context, own: OwnStatus) -> Result<bool, Error> {
-    let generation = a.metadata.generation;
-    let apply_into = |status: &mut AutoscalerStatus| {
-        let before = status.clone();
-        status.desired_replicas = own.desired_replicas;
-        if own.current_replicas.is_some() {
-            status.current_replicas = own.current_replicas;
-        }
-        // Never move back: the cached copy may not show this operator's last write yet.
-        status.last_scale_time = own
-            .last_scale_time
-            .clone()
-            .max(status.last_scale_time.take());
-        status.last_decision = own.last_decision.clone();
-        status.observed_generation = generation;
-        for c in &own.conditions {
-            condition::upsert(&mut status.conditions, c.clone());
-        }
-        *status != before
-    };
-    // What apply sends: computed from the cached copy, own conditions only.
-    let mut from_cache = a.status.clone().unwrap_or_default();
-    apply_into(&mut from_cache);
-    let own_conditions: Vec<&Condition> = from_cache
-        .conditions
-        .iter()
-        .filter(|c| own.conditions.iter().any(|o| o.type_ == c.type_))
-        .collect();
-    let body = json!({"status": {
-        "desiredReplicas": from_cache.desired_replicas,
-        "currentReplicas": from_cache.current_replicas,
-        "lastScaleTime": from_cache.last_scale_time,
-        "lastDecision": from_cache.last_decision,
-        "observedGeneration": from_cache.observed_generation,
-        "conditions": own_conditions,
-    }});
-    let mutate = |x: &mut Autoscaler| apply_into(x.status.get_or_insert_with(Default::default));
-    let change = Change {
-        target: Target::Status,
-        mutate: &mutate,
-        apply: strip_nulls(body),
-    };
+/// Keeps each condition's transition time when its status is the one shown.
+fn carry_times(conditions: Vec<Condition>, a: &Autoscaler) -> Vec<Condition> {
+    let shown = a
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    conditions
+        .into_iter()
+        .map(|c| condition::carry_transition_time(c, shown))
+        .collect()
+}
+
+/// A condition's status and reason as the cache shows them.
+fn shown(a: &Autoscaler, type_: &str) -> Option<(ConditionStatus, String)> {
+    let c = condition::find(&a.status.as_ref()?.conditions, type_)?;
+    Some((c.status, c.reason.clone()))
+}
+
+/// Writes the autoscaler's own status fields and conditions when they differ from what
+/// the Autoscaler shows; the reconcile that scaled writes under the scaling manager.
+async fn write_status(
+    a: &Autoscaler,
+    ctx: &Context,
+    status: &OwnStatus,
+    scaled: bool,
+) -> Result<bool, Error> {
+    let mut change = Change::status(status);
+    if scaled {
+        change = change.with_field_manager(field_manager::AUTOSCALER_OPERATOR_SCALING);
+    }
     let api: Api<Autoscaler> = Api::all(ctx.client.clone());
     ctx.writer
         .write(&api, a, &change)
         .await
         .map(|o| o.is_written())
         .map_err(Error::StatusWriteFailed)
-}
-
-/// Server-side apply reads `null` as "remove": leave unknown fields out instead.
-fn strip_nulls(mut v: serde_json::Value) -> serde_json::Value {
-    if let Some(status) = v.get_mut("status").and_then(|s| s.as_object_mut()) {
-        status.retain(|_, value| !value.is_null());
-    }
-    v
 }

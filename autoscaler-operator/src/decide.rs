@@ -41,6 +41,53 @@ pub fn target_pool(pod: &Pod) -> Option<&str> {
     })
 }
 
+/// Keeps of a Pod what demand is made of: the pool it asks for (node selector, required
+/// node affinity), its containers' requests, its phase and deletion. A cached pod is then
+/// a few hundred bytes, whatever its images, environment and volumes.
+pub fn trim_pod(pod: &mut Pod) {
+    use k8s_openapi::api::core::v1::{
+        Affinity, Container, PodSpec, PodStatus, ResourceRequirements,
+    };
+    operator_kit::watch::trim_metadata(pod);
+    pod.metadata.labels = None;
+    pod.metadata.annotations = None;
+    pod.metadata.owner_references = None;
+    let Some(spec) = pod.spec.take() else {
+        return;
+    };
+    let containers = spec
+        .containers
+        .into_iter()
+        .map(|c| Container {
+            name: c.name,
+            resources: c.resources.map(|r| ResourceRequirements {
+                requests: r.requests,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
+    let node_affinity = spec.affinity.and_then(|a| a.node_affinity).map(|mut n| {
+        n.preferred_during_scheduling_ignored_during_execution = None;
+        n
+    });
+    pod.spec = Some(PodSpec {
+        containers,
+        node_selector: spec.node_selector,
+        node_name: spec.node_name,
+        affinity: node_affinity.map(|n| Affinity {
+            node_affinity: Some(n),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
+    pod.status = Some(PodStatus {
+        phase,
+        ..Default::default()
+    });
+}
+
 /// Whether a pod still needs room: not finished, not on its way out.
 pub fn is_active(pod: &Pod) -> bool {
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());

@@ -77,7 +77,7 @@ async fn the_pool_follows_the_demand_of_its_pods() {
                 .await
                 .map_err(|e| e.to_string())?;
             let s = a.status.clone().unwrap_or_default();
-            if ready == 3 && s.desired_replicas == Some(3) && s.current_replicas == Some(3) {
+            if ready == 3 && s.desired_replicas == Some(3) {
                 Ok(s)
             } else {
                 Err(format!("{ready} ready; status {s:?}"))

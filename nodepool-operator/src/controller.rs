@@ -1,32 +1,29 @@
-//! The NodePool controller: reconcile drives a pool's nodes to `spec.replicas` through the
-//! provider and reports status. Reads come from reflector caches (pools, nodes); writes
-//! to the pool go through operator-kit's write strategy.
-use std::collections::BTreeSet;
+//! The NodePool controller: drives a pool's nodes to `spec.replicas` and reports what it
+//! sees. Each reconcile is four steps: observe (the pool's nodes and pods from the
+//! indexed caches, no API reads), decide (pure, `decide`), act (create nodes in
+//! parallel, delete surplus ones: their drain is the lifecycle controller's), report
+//! (status through the write strategy, only when a field this operator owns differs).
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::stream::BoxStream;
-use k8s_openapi::api::core::v1::{Node, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::utils::Predicate;
-use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
-use kube::{Client, Resource, ResourceExt};
-use operator_kit::events::{changed_or_deleted, hash_of};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
 use operator_kit::metrics::ReconcileMetrics;
-use operator_kit::{Change, Target, WriteError, Writer};
+use operator_kit::watch::{changed_or_deleted, hash_of};
+use operator_kit::{Change, ErrorBackoff, WriteError, Writer};
 use serde_json::json;
-use shared_crd::{NODEPOOL_FINALIZER, NodePool, POOL_LABEL, field_manager};
+use shared_crd::{LEGACY_NODEPOOL_FINALIZER, NodePool, condition_type, field_manager};
 
+use crate::Caches;
 use crate::decide::{self, Blocker};
-use crate::drain::{self, DrainState};
-use crate::provider::{Provider, ProviderError, pool_of};
+use crate::provider::{Created, Provider, ProviderError, free_node_names, pool_of};
 
 /// Controller name in metrics and logs.
 pub const CONTROLLER: &str = "nodepool";
@@ -36,11 +33,11 @@ pub const CONTROLLER: &str = "nodepool";
 pub struct Settings {
     /// Most nodes the provider hands out, over all pools.
     pub max_nodes: Option<u32>,
-    /// How long to wait for a node's pods to be evicted before deleting it anyway.
+    /// How long a node's drain may take before its pods are deleted anyway.
     pub drain_timeout: Duration,
     /// Reconcile every pool at least this often.
     pub resync: Duration,
-    /// Reconciles running at once.
+    /// Reconciles running at once, per controller.
     pub concurrency: u16,
 }
 
@@ -50,13 +47,44 @@ pub struct Context {
     pub writer: Writer,
     pub recorder: Recorder,
     pub provider: Arc<dyn Provider>,
-    /// Nodes carrying the pool label, from the watch cache.
-    pub nodes: Store<Node>,
+    pub caches: Caches,
     pub settings: Settings,
     pub metrics: Arc<ReconcileMetrics>,
-    /// When this process last added or removed a node of each pool (by uid). Reconciles
-    /// of one pool never overlap; the pool in the cache may not show our last write yet.
-    pub last_scaled: std::sync::Mutex<std::collections::HashMap<String, Time>>,
+    backoff: ErrorBackoff,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        writer: Writer,
+        recorder: Recorder,
+        provider: Arc<dyn Provider>,
+        caches: Caches,
+        settings: Settings,
+        metrics: Arc<ReconcileMetrics>,
+    ) -> Self {
+        Self {
+            client,
+            writer,
+            recorder,
+            provider,
+            caches,
+            settings,
+            metrics,
+            backoff: ErrorBackoff::default(),
+        }
+    }
+
+    async fn publish(&self, pool: &NodePool, type_: EventType, reason: &str, note: String) {
+        let event = KubeEvent {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        operator_kit::events::publish(&self.recorder, pool, event).await;
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,17 +94,9 @@ pub enum Error {
     #[error("writing NodePool status: {0}")]
     StatusWriteFailed(#[source] WriteError),
     #[error(transparent)]
-    ProviderFailed(#[from] ProviderError),
-    #[error("draining node {node}: {source}")]
-    DrainFailed {
-        node: String,
-        #[source]
-        source: kube::Error,
-    },
-    #[error("{0} nodes still being removed")]
-    NodesRemaining(usize),
-    #[error("finalizer: {0}")]
-    FinalizerFailed(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    NodeDeletionFailed(ProviderError),
+    #[error("removing the legacy finalizer: {0}")]
+    LegacyFinalizerRemovalFailed(#[source] kube::Error),
 }
 
 impl Error {
@@ -86,487 +106,286 @@ impl Error {
             Error::MissingObjectKey(_) => "missing_key",
             Error::StatusWriteFailed(e) if e.is_conflict() => "conflict",
             Error::StatusWriteFailed(_) => "status_write",
-            Error::ProviderFailed(_) => "provider",
-            Error::DrainFailed { .. } => "drain",
-            Error::NodesRemaining(_) => "cleanup_pending",
-            Error::FinalizerFailed(e) => match e.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(inner)
-                | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.category(),
-                _ => "finalizer",
-            },
+            Error::NodeDeletionFailed(_) => "provider",
+            Error::LegacyFinalizerRemovalFailed(_) => "finalizer",
         }
     }
 }
 
 /// Runs the NodePool controller until the process ends.
-pub async fn run(ctx: Arc<Context>, watches: Watches) {
-    let Watches {
-        pools,
-        pool_events,
-        node_events,
-        ..
-    } = watches;
-    let metrics = ctx.metrics.clone();
-    let node_changes = changed_or_deleted(node_events, node_state, move || {
-        metrics.skip_event(CONTROLLER, "Node")
-    });
-    Controller::for_stream(pool_events, pools)
+pub async fn run(
+    ctx: Arc<Context>,
+    pool_events: BoxStream<'static, watcher::Result<watcher::Event<NodePool>>>,
+    node_events: BoxStream<'static, watcher::Result<watcher::Event<Node>>>,
+) {
+    let skip = |kind: &'static str| {
+        let metrics = ctx.metrics.clone();
+        move || metrics.skip_event(CONTROLLER, kind)
+    };
+    // generation, not resourceVersion: status writes (ours and others') trigger nothing.
+    let pools = changed_or_deleted(pool_events, pool_state, skip("NodePool"));
+    let nodes = changed_or_deleted(node_events, node_state, skip("Node"));
+    let store = ctx.caches.pools.clone();
+    let results = Controller::for_stream(pools, store)
         .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
-        .watches_stream(node_changes, |node: Node| {
+        .watches_stream(nodes, |node: Node| {
             pool_of(&node).map(ObjectRef::<NodePool>::new)
         })
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "reconcile failed");
-            }
-        })
-        .await;
+        .run(reconcile, error_policy, ctx);
+    crate::drain_results(results, CONTROLLER).await;
 }
 
-/// The watches of the NodePool controller, with their caches.
-pub struct Watches {
-    pub pools: Store<NodePool>,
-    /// Pool changes that need a reconcile (generation or finalizers changed).
-    pub pool_events: BoxStream<'static, Result<NodePool, watcher::Error>>,
-    /// Nodes carrying the pool label.
-    pub nodes: Store<Node>,
-    pub node_events: BoxStream<'static, Result<watcher::Event<Node>, watcher::Error>>,
+/// What of a pool a reconcile acts on: its spec (generation) and its deletion.
+fn pool_state(pool: &NodePool) -> u64 {
+    hash_of(&(
+        pool.metadata.generation,
+        pool.metadata.deletion_timestamp.is_some(),
+        pool.finalizers()
+            .iter()
+            .any(|f| f == LEGACY_NODEPOOL_FINALIZER),
+    ))
 }
 
-/// Starts the watches: pools filtered by a generation predicate (its own status writes
-/// do not come back as work), and the nodes of all pools.
-pub fn watches(client: &Client) -> Watches {
-    let (pools, pool_writer) = reflector::store();
-    let pool_events = watcher(
-        Api::<NodePool>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(pool_writer)
-    .applied_objects()
-    // Status writes change neither generation nor finalizers: they trigger nothing.
-    .predicate_filter(
-        (predicates::generation as fn(&NodePool) -> Option<u64>).combine(predicates::finalizers),
-        Default::default(),
-    )
-    .boxed();
-    let (nodes, node_writer) = reflector::store();
-    let node_events = watcher(
-        Api::<Node>::all(client.clone()),
-        watcher::Config::default().labels(POOL_LABEL),
-    )
-    .default_backoff()
-    .reflect(node_writer)
-    .boxed();
-    Watches {
-        pools,
-        pool_events,
-        nodes,
-        node_events,
-    }
-}
-
-/// What of a node a pool's reconcile reads: heartbeats alone change nothing.
+/// What of a node a pool's reconcile reads: heartbeats and Lease renewals change nothing.
 fn node_state(node: &Node) -> u64 {
     hash_of(&(
-        node.labels().get(POOL_LABEL),
-        node.spec.as_ref().and_then(|s| s.unschedulable),
+        pool_of(node),
         decide::is_ready(node),
         node.metadata.deletion_timestamp.is_some(),
     ))
 }
 
 async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let pools: Api<NodePool> = Api::all(ctx.client.clone());
-    let run = finalizer(&pools, NODEPOOL_FINALIZER, pool, |event| async {
-        match event {
-            Finalizer::Apply(pool) => apply(&pool, &ctx).await,
-            Finalizer::Cleanup(pool) => cleanup(&pool, &ctx).await,
-        }
-    });
-    let run = async { run.await.map_err(|e| Error::FinalizerFailed(Box::new(e))) };
-    ctx.metrics.measure(CONTROLLER, run, Error::category).await
+    let result = ctx
+        .metrics
+        .measure(CONTROLLER, reconcile_pool(&pool, &ctx), Error::category)
+        .await;
+    if result.is_ok() {
+        ctx.backoff.reset(&pool.name_any());
+    }
+    result
 }
 
-fn error_policy(pool: Arc<NodePool>, error: &Error, _ctx: Arc<Context>) -> Action {
-    let jitter = |base_ms: u64| Duration::from_millis(base_ms + rand::random::<u64>() % base_ms);
-    match error.category() {
-        // The lazy way: the whole reconcile runs again, from the cache, a little later.
-        "conflict" => Action::requeue(jitter(200)),
-        "cleanup_pending" => Action::requeue(Duration::from_secs(1)),
-        _ => {
-            tracing::warn!(pool = %pool.name_any(), error = %error, "reconcile failed");
-            Action::requeue(jitter(5_000))
+/// Per-object exponential backoff (5 ms doubling to 1000 s, reset on success). A conflict
+/// is the lazy strategy's way out: the whole reconcile runs again, from the cache.
+fn error_policy(pool: Arc<NodePool>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff.next(&pool.name_any());
+    match error {
+        Error::StatusWriteFailed(e) if e.is_conflict() => {
+            tracing::debug!(pool = %pool.name_any(), ?delay, "conflict; requeued");
         }
+        _ => tracing::warn!(pool = %pool.name_any(), error = %error, ?delay, "reconcile failed"),
     }
+    Action::requeue(delay)
 }
 
-impl Context {
-    fn last_scaled(&self, pool: &NodePool) -> Option<Time> {
-        let uid = pool.metadata.uid.as_deref()?;
-        self.last_scaled
-            .lock()
-            .expect("not poisoned")
-            .get(uid)
-            .cloned()
-    }
-
-    fn set_last_scaled(&self, pool: &NodePool, at: Time) {
-        if let Some(uid) = pool.metadata.uid.clone() {
-            self.last_scaled
-                .lock()
-                .expect("not poisoned")
-                .insert(uid, at);
-        }
-    }
-
-    /// The pool's nodes from the cache, without those already being deleted.
-    fn pool_nodes(&self, pool: &str) -> Vec<Arc<Node>> {
-        self.nodes
-            .state()
-            .into_iter()
-            .filter(|n| pool_of(n) == Some(pool) && n.metadata.deletion_timestamp.is_none())
-            .collect()
-    }
-
-    async fn publish(
-        &self,
-        pool: &NodePool,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) {
-        let event = KubeEvent {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: action.into(),
-            secondary: None,
-        };
-        operator_kit::events::publish(&self.recorder, pool, event).await;
-    }
+/// What the act step did.
+#[derive(Default)]
+struct Acted {
+    created: Vec<Node>,
+    removed: HashSet<String>,
+    blocker: Option<Blocker>,
 }
 
-/// Drives the pool's nodes toward `spec.replicas`, one step per call.
-async fn apply(pool: &NodePool, ctx: &Context) -> Result<Action, Error> {
+async fn reconcile_pool(pool: &NodePool, ctx: &Context) -> Result<Action, Error> {
     let name = pool
-        .meta()
+        .metadata
         .name
         .clone()
         .ok_or(Error::MissingObjectKey(".metadata.name"))?;
-    let nodes = ctx.pool_nodes(&name);
-
-    if let Err(message) = decide::validate_template(&pool.spec.template) {
-        let blocker = Blocker::InvalidSpec(message.clone());
-        let refs: Vec<&Node> = nodes.iter().map(|n| n.as_ref()).collect();
-        let written = write_status(
-            pool,
-            ctx,
-            decide::desired_status(pool, &refs, Some(&blocker), ctx.last_scaled(pool), now()),
-        )
-        .await?;
-        if written {
-            ctx.publish(pool, EventType::Warning, "InvalidSpec", "Validate", message)
-                .await;
-        }
-        // Nothing to do until someone fixes the spec.
+    remove_legacy_finalizer(pool, ctx).await?;
+    if pool.metadata.deletion_timestamp.is_some() {
+        // Its nodes are the lifecycle controller's now (owned by a deleted pool).
         return Ok(Action::await_change());
     }
 
-    let desired = pool.spec.replicas.max(0) as usize;
-    let total = ctx
-        .nodes
-        .state()
+    // Observe.
+    let all = ctx.caches.nodes_of(&name);
+    let live: Vec<&Node> = all
         .iter()
-        .filter(|n| pool_of(n).is_some())
-        .count();
+        .map(|n| n.as_ref())
+        .filter(|n| n.metadata.deletion_timestamp.is_none())
+        .collect();
+
+    // Decide and act.
+    if let Err(message) = decide::validate_template(&pool.spec.template) {
+        let blocker = Blocker::InvalidSpec(message);
+        report(
+            pool,
+            ctx,
+            &live,
+            &Acted {
+                blocker: Some(blocker),
+                ..Default::default()
+            },
+        )
+        .await?;
+        // Nothing to do until someone fixes the spec.
+        return Ok(Action::await_change());
+    }
+    let desired = pool.spec.replicas.max(0) as usize;
     let growth = decide::nodes_to_add(
         pool.spec.replicas,
-        nodes.len(),
-        total,
+        live.len(),
+        ctx.caches.nodes_by_pool.len(),
         ctx.settings.max_nodes,
     );
-    let mut blocker = growth.at_quota.then(|| Blocker::AtQuota {
-        max_nodes: ctx.settings.max_nodes.unwrap_or_default(),
-    });
-    let mut scaled = false;
-    let mut requeue = ctx.settings.resync;
-
+    let mut acted = Acted {
+        blocker: growth.at_quota.then(|| Blocker::AtQuota {
+            max_nodes: ctx.settings.max_nodes.unwrap_or_default(),
+        }),
+        ..Default::default()
+    };
     if growth.add > 0 {
-        let existing: BTreeSet<String> = nodes.iter().map(|n| n.name_any()).collect();
-        let mut created = 0;
-        for node_name in free_node_names(pool, &existing, growth.add) {
-            match ctx.provider.create(pool, &node_name).await {
-                Ok(()) => created += 1,
-                Err(e) => {
-                    ctx.publish(
-                        pool,
-                        EventType::Warning,
-                        "ProviderError",
-                        "CreateNode",
-                        e.to_string(),
-                    )
-                    .await;
-                    blocker = Some(Blocker::ProviderError(e.to_string()));
-                    break;
+        let taken: HashSet<String> = all.iter().map(|n| n.name_any()).collect();
+        create_nodes(pool, ctx, &taken, growth.add, &mut acted).await;
+    }
+    if live.len() > desired {
+        let victims = decide::nodes_to_remove(&live, live.len() - desired, |n| {
+            ctx.caches.pods_on(&n.name_any()).len()
+        });
+        remove_nodes(ctx, &victims, &mut acted).await?;
+    }
+
+    // Report.
+    report(pool, ctx, &live, &acted).await?;
+    if !acted.created.is_empty() {
+        let note = format!(
+            "created {} node(s): {} -> {} of {desired}",
+            acted.created.len(),
+            live.len(),
+            live.len() + acted.created.len()
+        );
+        tracing::info!(pool = %name, %note, "scaled up");
+        ctx.publish(pool, EventType::Normal, "ScaledUp", note).await;
+    }
+    if !acted.removed.is_empty() {
+        let mut removed: Vec<_> = acted.removed.iter().cloned().collect();
+        removed.sort();
+        let note = format!(
+            "removing {} node(s) {}: {} -> {} of {desired}",
+            removed.len(),
+            removed.join(", "),
+            live.len(),
+            live.len() - removed.len()
+        );
+        tracing::info!(pool = %name, %note, "scaled down");
+        ctx.publish(pool, EventType::Normal, "ScaledDown", note)
+            .await;
+    }
+    Ok(Action::requeue(ctx.settings.resync))
+}
+
+/// Creates `count` nodes at once. A name that exists already is no new node: no event,
+/// not counted. The first failure becomes the pool's `ProviderError`.
+async fn create_nodes(
+    pool: &NodePool,
+    ctx: &Context,
+    taken: &HashSet<String>,
+    count: usize,
+    acted: &mut Acted,
+) {
+    let names = free_node_names(pool, taken, count);
+    let results =
+        futures::future::join_all(names.iter().map(|n| ctx.provider.create(pool, n))).await;
+    for result in results {
+        match result {
+            Ok(Created::New(node)) => acted.created.push(*node),
+            Ok(Created::AlreadyExists) => {}
+            Err(e) => {
+                if acted.blocker.is_none() {
+                    acted.blocker = Some(Blocker::ProviderError(e.to_string()));
                 }
             }
         }
-        if created > 0 {
-            scaled = true;
-            let note = format!(
-                "created {created} node(s): {} -> {} of {desired}",
-                nodes.len(),
-                nodes.len() + created
-            );
-            tracing::info!(pool = %name, %note, "scaled up");
-            ctx.publish(pool, EventType::Normal, "ScaledUp", "CreateNode", note)
-                .await;
-        }
-    } else if growth.at_quota && pool_scaling_reason(pool) != Some(shared_crd::reason::AT_QUOTA) {
-        let note = format!(
-            "provider quota of {} nodes reached; pool has {} of {desired}",
-            ctx.settings.max_nodes.unwrap_or_default(),
-            nodes.len()
-        );
-        ctx.publish(pool, EventType::Warning, "AtQuota", "CreateNode", note)
-            .await;
     }
-
-    if nodes.len() > desired {
-        let refs: Vec<&Node> = nodes.iter().map(|n| n.as_ref()).collect();
-        let pod_counts = count_pods(&ctx.client, &refs).await;
-        let victim = decide::node_to_remove(&refs, |n| {
-            pod_counts.get(&n.name_any()).copied().unwrap_or(0)
-        });
-        if let Some(victim) = victim {
-            if remove_node(pool, victim, ctx).await? {
-                scaled = true;
-                let note = format!(
-                    "removed node {}: {} -> {} of {desired}",
-                    victim.name_any(),
-                    nodes.len(),
-                    nodes.len() - 1
-                );
-                tracing::info!(pool = %name, %note, "scaled down");
-                ctx.publish(pool, EventType::Normal, "ScaledDown", "DeleteNode", note)
-                    .await;
-            } else {
-                requeue = Duration::from_secs(1);
-            }
-        }
-    }
-
-    // The provider's part of the kubelet: readiness and heartbeats.
-    for node in &nodes {
-        match ctx.provider.refresh(node).await {
-            Ok(Some(next)) => requeue = requeue.min(next),
-            Ok(None) => {}
-            Err(e) => blocker = Some(Blocker::ProviderError(e.to_string())),
-        }
-    }
-
-    if scaled {
-        ctx.set_last_scaled(pool, now());
-    }
-    let refs: Vec<&Node> = nodes.iter().map(|n| n.as_ref()).collect();
-    write_status(
-        pool,
-        ctx,
-        decide::desired_status(pool, &refs, blocker.as_ref(), ctx.last_scaled(pool), now()),
-    )
-    .await?;
-    if scaled {
-        requeue = requeue.min(Duration::from_secs(1));
-    }
-    Ok(Action::requeue(requeue))
 }
 
-/// Removes the pool's nodes (drained first) before the finalizer goes.
-async fn cleanup(pool: &NodePool, ctx: &Context) -> Result<Action, Error> {
-    let name = pool.name_any();
-    let nodes = ctx.pool_nodes(&name);
-    let mut remaining = 0;
-    for node in &nodes {
-        if !remove_node(pool, node, ctx).await? {
-            remaining += 1;
-        }
+/// Deletes `victims` at once; each is drained before it goes (its finalizer).
+async fn remove_nodes(ctx: &Context, victims: &[&Node], acted: &mut Acted) -> Result<(), Error> {
+    let results = futures::future::join_all(victims.iter().map(|n| ctx.provider.delete(n))).await;
+    for (node, result) in victims.iter().zip(results) {
+        result.map_err(Error::NodeDeletionFailed)?;
+        acted.removed.insert(node.name_any());
     }
-    if remaining > 0 {
-        return Err(Error::NodesRemaining(remaining));
-    }
-    if let Some(uid) = &pool.metadata.uid {
-        ctx.last_scaled.lock().expect("not poisoned").remove(uid);
-    }
-    tracing::info!(pool = %name, nodes = nodes.len(), "pool deleted; its nodes are gone");
-    Ok(Action::await_change())
+    Ok(())
 }
 
-/// One step of taking `node` out of `pool`: drain it, and delete it once drained or
-/// once the drain timeout has passed. Returns whether the node is gone.
-async fn remove_node(pool: &NodePool, node: &Node, ctx: &Context) -> Result<bool, Error> {
-    let node_name = node.name_any();
-    let drain_failed = |source| Error::DrainFailed {
-        node: node_name.clone(),
-        source,
-    };
-    match drain::drain_step(&ctx.client, node, ctx.settings.drain_timeout)
-        .await
-        .map_err(drain_failed)?
-    {
-        DrainState::Drained => {}
-        DrainState::TimedOut { remaining } => {
-            let note = format!(
-                "node {node_name}: {remaining} pod(s) not evicted within {:?}; removing it anyway",
-                ctx.settings.drain_timeout
-            );
-            ctx.publish(
-                pool,
-                EventType::Warning,
-                "NodeDrainTimeout",
-                "DrainNode",
-                note,
-            )
-            .await;
-            drain::finish_all(&ctx.client, node)
-                .await
-                .map_err(drain_failed)?;
-        }
-        DrainState::InProgress { remaining, blocked } => {
-            tracing::info!(pool = %pool.name_any(), node = %node_name, remaining, blocked, "draining");
-            return Ok(false);
-        }
-    }
-    ctx.provider.delete(node).await?;
-    Ok(true)
-}
-
-/// Writes the pool's status when it differs from the cached one. Returns whether it wrote.
-async fn write_status(
+/// Writes the status the pool has after this reconcile (the cache's nodes, plus what
+/// was just created, minus what was just removed), and a Warning event when a blocker
+/// newly shows. The reconcile that scaled also records `lastScaleTime`, under a field
+/// manager of its own so that later applies, which leave it out, do not remove it.
+async fn report(
     pool: &NodePool,
     ctx: &Context,
-    status: shared_crd::NodePoolStatus,
-) -> Result<bool, Error> {
+    live: &[&Node],
+    acted: &Acted,
+) -> Result<(), Error> {
+    let observed: Vec<&Node> = live
+        .iter()
+        .copied()
+        .filter(|n| !acted.removed.contains(&n.name_any()))
+        .chain(acted.created.iter())
+        .collect();
+    let now = shared_crd::time::now();
+    let mut status = decide::desired_status(pool, &observed, acted.blocker.as_ref(), now.clone());
+    let scaled = !acted.created.is_empty() || !acted.removed.is_empty();
+    let change = if scaled {
+        status.last_scale_time = Some(now);
+        Change::status(&status).with_field_manager(field_manager::NODEPOOL_OPERATOR_SCALING)
+    } else {
+        Change::status(&status)
+    };
     let pools: Api<NodePool> = Api::all(ctx.client.clone());
-    let wanted = status.clone();
-    let mutate = move |p: &mut NodePool| {
-        if p.status.as_ref() == Some(&wanted) {
-            return false;
-        }
-        // Recompute transition times against this copy's conditions.
-        let mut merged = wanted.clone();
-        if let Some(existing) = &p.status {
-            let mut conditions = existing.conditions.clone();
-            for c in &wanted.conditions {
-                shared_crd::condition::upsert(&mut conditions, c.clone());
-            }
-            merged.conditions = conditions;
-        }
-        p.status = Some(merged);
-        true
-    };
-    let change = Change {
-        target: Target::Status,
-        mutate: &mutate,
-        apply: json!({"status": status}),
-    };
-    ctx.writer
+    let outcome = ctx
+        .writer
         .write(&pools, pool, &change)
         .await
-        .map(|outcome| outcome.is_written())
-        .map_err(Error::StatusWriteFailed)
-}
-
-fn pool_scaling_reason(pool: &NodePool) -> Option<&str> {
-    pool.status
-        .as_ref()
-        .and_then(|s| {
-            shared_crd::condition::find(&s.conditions, shared_crd::condition_type::SCALING)
-        })
-        .map(|c| c.reason.as_str())
-}
-
-/// Node names for new nodes: `<pool>-<short id>`, the id derived from the pool's uid and a
-/// slot number, so that creating a node twice (from a cache that has not seen the first
-/// one yet) is an AlreadyExists, not a second node.
-fn free_node_names(pool: &NodePool, existing: &BTreeSet<String>, count: usize) -> Vec<String> {
-    let uid = pool.metadata.uid.clone().unwrap_or_default();
-    (0u32..)
-        .map(|slot| format!("{}-{}", pool.name_any(), short_id(&uid, slot)))
-        .filter(|n| !existing.contains(n))
-        .take(count)
-        .collect()
-}
-
-fn short_id(uid: &str, slot: u32) -> String {
-    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut h = hash_of(&(uid, slot));
-    (0..5)
-        .map(|_| {
-            let c = ALPHABET[(h % 36) as usize] as char;
-            h /= 36;
-            c
-        })
-        .collect()
-}
-
-async fn count_pods(client: &Client, nodes: &[&Node]) -> std::collections::HashMap<String, usize> {
-    let pods: Api<Pod> = Api::all(client.clone());
-    let mut counts = std::collections::HashMap::new();
-    for node in nodes {
-        let name = node.name_any();
-        let params = ListParams::default().fields(&format!("spec.nodeName={name}"));
-        if let Ok(list) = pods.list_metadata(&params).await {
-            counts.insert(name, list.items.len());
-        }
+        .map_err(Error::StatusWriteFailed)?;
+    // Events on transitions only: the blocker is new to the status the cache shows.
+    if let Some(blocker) = &acted.blocker
+        && outcome.is_written()
+        && decide::shown_reason(pool, condition_type::SCALING) != Some(blocker.reason())
+    {
+        let note = match blocker {
+            Blocker::AtQuota { max_nodes } => format!(
+                "provider quota of {max_nodes} nodes reached; pool has {} of {}",
+                observed.len(),
+                pool.spec.replicas
+            ),
+            Blocker::ProviderError(m) | Blocker::InvalidSpec(m) => m.clone(),
+        };
+        ctx.publish(pool, EventType::Warning, blocker.reason(), note)
+            .await;
     }
-    counts
+    Ok(())
 }
 
-fn now() -> Time {
-    Time(Timestamp::now())
-}
-
-/// The reporter for events.
-pub fn reporter() -> Reporter {
-    Reporter {
-        controller: field_manager::NODEPOOL_OPERATOR.into(),
-        instance: std::env::var("POD_NAME").ok(),
+/// Versions before 0.2 kept a finalizer on each pool; nodes carry their own now.
+async fn remove_legacy_finalizer(pool: &NodePool, ctx: &Context) -> Result<(), Error> {
+    let finalizers = pool.finalizers();
+    if !finalizers.iter().any(|f| f == LEGACY_NODEPOOL_FINALIZER) {
+        return Ok(());
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use shared_crd::{NodePoolSpec, NodeTemplate};
-
-    #[test]
-    fn node_names_are_stable_per_slot_and_skip_existing_ones() {
-        let mut pool = NodePool::new(
-            "web",
-            NodePoolSpec {
-                replicas: 3,
-                template: NodeTemplate::default(),
-            },
-        );
-        pool.metadata.uid = Some("uid-1".into());
-        let first = free_node_names(&pool, &BTreeSet::new(), 3);
-        assert_eq!(first.len(), 3);
-        assert!(
-            first
-                .iter()
-                .all(|n| n.starts_with("web-") && n.len() == "web-".len() + 5)
-        );
-        assert_eq!(
-            first,
-            free_node_names(&pool, &BTreeSet::new(), 3),
-            "deterministic"
-        );
-        let existing = BTreeSet::from([first[0].clone()]);
-        let next = free_node_names(&pool, &existing, 2);
-        assert_eq!(next, first[1..3]);
-    }
+    let kept: Vec<&String> = finalizers
+        .iter()
+        .filter(|f| *f != LEGACY_NODEPOOL_FINALIZER)
+        .collect();
+    // `test` makes the patch fail, not clobber, if the list changed meanwhile.
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
+        {"op": "replace", "path": "/metadata/finalizers", "value": kept},
+    ]))
+    .expect("a valid JSON patch");
+    let pools: Api<NodePool> = Api::all(ctx.client.clone());
+    pools
+        .patch(
+            &pool.name_any(),
+            &PatchParams::default(),
+            &Patch::Json::<()>(patch),
+        )
+        .await
+        .map(|_| ())
+        .map_err(Error::LegacyFinalizerRemovalFailed)
 }

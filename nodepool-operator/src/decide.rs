@@ -1,13 +1,14 @@
 //! Pure decisions of the NodePool controller: validating the template, how many nodes
-//! to add, which node to remove, and the status to report. No client here.
+//! to add, which nodes to remove, and the status to report. No client here.
 use std::cmp::Reverse;
 
 use k8s_openapi::api::core::v1::{Node, NodeCondition};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
+use serde::Serialize;
 use shared_crd::condition::{self, Condition, ConditionStatus};
-use shared_crd::{NodePool, NodePoolStatus, NodeTemplate, condition_type, reason};
+use shared_crd::{NodePool, NodeTemplate, condition_type, reason};
 
 /// Checks the template's quantities; the error says which field and why.
 pub fn validate_template(template: &NodeTemplate) -> Result<(), String> {
@@ -52,13 +53,15 @@ pub struct Growth {
     pub at_quota: bool,
 }
 
-/// The node to remove first: not Ready before Ready, then fewest pods, then newest
-/// (the one that has had the least time to become useful).
-pub fn node_to_remove<'a>(
+/// The `count` nodes to remove: not Ready before Ready, then fewest pods, then newest
+/// (the one that has had the least time to become useful), then by name.
+pub fn nodes_to_remove<'a>(
     nodes: &[&'a Node],
+    count: usize,
     pods_on: impl Fn(&Node) -> usize,
-) -> Option<&'a Node> {
-    nodes.iter().copied().min_by_key(|n| {
+) -> Vec<&'a Node> {
+    let mut ranked: Vec<&Node> = nodes.to_vec();
+    ranked.sort_by_cached_key(|n| {
         let created = n.creation_timestamp().map(|t| t.0.as_second()).unwrap_or(0);
         (
             is_ready(n),
@@ -66,7 +69,9 @@ pub fn node_to_remove<'a>(
             Reverse(created),
             Reverse(n.name_any()),
         )
-    })
+    });
+    ranked.truncate(count);
+    ranked
 }
 
 /// Why the pool cannot converge right now, if something stops it.
@@ -77,17 +82,47 @@ pub enum Blocker {
     InvalidSpec(String),
 }
 
-/// The status nodepool-operator reports for `pool` with these nodes; `last_scaled` is
-/// when this process last added or removed one of its nodes.
+impl Blocker {
+    /// The condition reason it shows as.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Blocker::AtQuota { .. } => reason::AT_QUOTA,
+            Blocker::ProviderError(_) => reason::PROVIDER_ERROR,
+            Blocker::InvalidSpec(_) => reason::INVALID_SPEC,
+        }
+    }
+}
+
+/// The part of a NodePool's status nodepool-operator owns, computed from what it
+/// observes (never copied from the cached status), as sent with server-side apply.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolStatus {
+    pub replicas: i32,
+    pub ready_replicas: i32,
+    pub selector: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Only in the reconcile that scaled, under its own field manager.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<Time>,
+    /// `Ready` and `Scaling`: this operator's conditions only.
+    pub conditions: Vec<Condition>,
+}
+
+/// The status nodepool-operator reports for `pool` with these (live) nodes. Transition
+/// times are carried over from the conditions the pool shows when the status is the same.
 pub fn desired_status(
     pool: &NodePool,
     nodes: &[&Node],
     blocker: Option<&Blocker>,
-    last_scaled: Option<Time>,
     now: Time,
-) -> NodePoolStatus {
-    let previous = pool.status.clone().unwrap_or_default();
-    let name = pool.name_any();
+) -> PoolStatus {
+    let previous = pool
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
     let desired = pool.spec.replicas.max(0);
     let current = nodes.len() as i32;
     let ready = nodes.iter().filter(|n| is_ready(n)).count() as i32;
@@ -136,27 +171,32 @@ pub fn desired_status(
             format!("{current} nodes"),
         ),
     };
-
-    let mut conditions = previous.conditions.clone();
-    for (type_, (status, why, message)) in [
+    let conditions = [
         (condition_type::READY, ready_condition),
         (condition_type::SCALING, scaling_condition),
-    ] {
-        condition::upsert(
-            &mut conditions,
-            Condition::new(type_, status, why, message, generation, now.clone()),
-        );
-    }
-    NodePoolStatus {
+    ]
+    .into_iter()
+    .map(|(type_, (status, why, message))| {
+        let new = Condition::new(type_, status, why, message, generation, now.clone());
+        condition::carry_transition_time(new, previous)
+    })
+    .collect();
+    PoolStatus {
         replicas: current,
         ready_replicas: ready,
-        selector: Some(NodePool::node_selector(&name)),
+        selector: NodePool::node_selector(&pool.name_any()),
         observed_generation: generation,
-        // The later of what this process saw and what the object says: the cached object
-        // can lag behind this operator's own last status write.
-        last_scale_time: last_scaled.max(previous.last_scale_time),
+        last_scale_time: None,
         conditions,
     }
+}
+
+/// The reason of one of the pool's conditions as the cache shows it.
+pub fn shown_reason<'a>(pool: &'a NodePool, type_: &str) -> Option<&'a str> {
+    pool.status
+        .as_ref()
+        .and_then(|s| condition::find(&s.conditions, type_))
+        .map(|c| c.reason.as_str())
 }
 
 #[cfg(test)]
@@ -165,7 +205,7 @@ mod tests {
     use k8s_openapi::api::core::v1::NodeStatus;
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use k8s_openapi::jiff::Timestamp;
-    use shared_crd::{NodeCapacity, NodePoolSpec};
+    use shared_crd::{NodeCapacity, NodePoolSpec, NodePoolStatus};
 
     fn node(name: &str, created: i64, ready: bool) -> Node {
         let mut n = Node::default();
@@ -272,32 +312,32 @@ mod tests {
             node("new", 20, true),
             node("sick", 5, false),
         );
+        let names = |v: Vec<&Node>| v.iter().map(|n| n.name_any()).collect::<Vec<_>>();
         assert_eq!(
-            node_to_remove(&[&old, &new, &sick], |_| 0)
-                .unwrap()
-                .name_any(),
-            "sick"
+            names(nodes_to_remove(&[&old, &new, &sick], 1, |_| 0)),
+            ["sick"]
         );
         assert_eq!(
-            node_to_remove(&[&old, &new], |_| 0).unwrap().name_any(),
-            "new"
+            names(nodes_to_remove(&[&old, &new, &sick], 2, |_| 0)),
+            ["sick", "new"]
         );
         let busy_new = |n: &Node| if n.name_any() == "new" { 3 } else { 0 };
-        assert_eq!(
-            node_to_remove(&[&old, &new], busy_new).unwrap().name_any(),
-            "old"
-        );
-        assert!(node_to_remove(&[], |_| 0).is_none());
+        assert_eq!(names(nodes_to_remove(&[&old, &new], 1, busy_new)), ["old"]);
+        assert!(nodes_to_remove(&[], 1, |_| 0).is_empty());
+        assert!(nodes_to_remove(&[&old], 0, |_| 0).is_empty());
     }
 
     #[test]
     fn status_counts_nodes_and_reports_scaling_up() {
         let (a, b) = (node("a", 1, true), node("b", 2, false));
-        let s = desired_status(&pool(3), &[&a, &b], None, Some(now()), now());
+        let s = desired_status(&pool(3), &[&a, &b], None, now());
         assert_eq!((s.replicas, s.ready_replicas), (2, 1));
-        assert_eq!(s.selector.as_deref(), Some("nodepool.dev/pool=p"));
+        assert_eq!(s.selector, "nodepool.dev/pool=p");
         assert_eq!(s.observed_generation, Some(7));
-        assert_eq!(s.last_scale_time, Some(now()));
+        assert_eq!(
+            s.last_scale_time, None,
+            "only the reconcile that scaled sets it"
+        );
         let scaling = condition::find(&s.conditions, "Scaling").unwrap();
         assert_eq!(
             (scaling.status, scaling.reason.as_str()),
@@ -311,10 +351,10 @@ mod tests {
     }
 
     #[test]
-    fn status_is_ready_and_stable_when_converged_and_unchanged_when_recomputed() {
+    fn recomputed_later_with_nothing_changed_the_status_is_the_same() {
         let (a, b) = (node("a", 1, true), node("b", 2, true));
         let mut p = pool(2);
-        let s = desired_status(&p, &[&a, &b], None, None, now());
+        let s = desired_status(&p, &[&a, &b], None, now());
         assert_eq!(
             condition::find(&s.conditions, "Ready").unwrap().status,
             ConditionStatus::True
@@ -323,39 +363,29 @@ mod tests {
             condition::find(&s.conditions, "Scaling").unwrap().reason,
             "Stable"
         );
-        // Recomputed later with nothing changed: equal, so no write is needed.
-        p.status = Some(s.clone());
+        // The server stores it; later, the same observation gives the same status.
+        p.status = Some(serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap());
         let later = Time(Timestamp::from_second(2_000).unwrap());
-        assert_eq!(desired_status(&p, &[&a, &b], None, None, later), s);
+        assert_eq!(desired_status(&p, &[&a, &b], None, later), s);
     }
 
     #[test]
-    fn last_scale_time_is_never_moved_back_by_a_stale_copy() {
-        let (early, late) = (
-            Time(Timestamp::from_second(10).unwrap()),
-            Time(Timestamp::from_second(20).unwrap()),
-        );
-        let mut p = pool(1);
+    fn only_this_operators_conditions_are_in_the_status_it_sends() {
+        let mut p = pool(0);
         p.status = Some(NodePoolStatus {
-            last_scale_time: Some(early.clone()),
+            conditions: vec![Condition::new(
+                "Theirs",
+                ConditionStatus::True,
+                "X",
+                "",
+                None,
+                now(),
+            )],
             ..Default::default()
         });
-        assert_eq!(
-            desired_status(&p, &[], None, Some(late.clone()), now()).last_scale_time,
-            Some(late.clone())
-        );
-        assert_eq!(
-            desired_status(&p, &[], None, None, now()).last_scale_time,
-            Some(early.clone())
-        );
-        p.status = Some(NodePoolStatus {
-            last_scale_time: Some(late.clone()),
-            ..Default::default()
-        });
-        assert_eq!(
-            desired_status(&p, &[], None, Some(early), now()).last_scale_time,
-            Some(late)
-        );
+        let s = desired_status(&p, &[], None, now());
+        let types: Vec<_> = s.conditions.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, ["Ready", "Scaling"]);
     }
 
     #[test]
@@ -365,7 +395,6 @@ mod tests {
             &pool(3),
             &[&a],
             Some(&Blocker::AtQuota { max_nodes: 1 }),
-            None,
             now(),
         );
         let c = condition::find(&s.conditions, "Scaling").unwrap();
@@ -378,7 +407,6 @@ mod tests {
             &pool(3),
             &[],
             Some(&Blocker::InvalidSpec("bad cpu".into())),
-            None,
             now(),
         );
         let c = condition::find(&s.conditions, "Ready").unwrap();

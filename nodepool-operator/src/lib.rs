@@ -1,24 +1,39 @@
 //! nodepool-operator: keeps each NodePool's nodes at `spec.replicas`, reports the pool's
-//! status, and tells Autoscalers whether their pool can get nodes (`NodePoolReady`).
+//! status, plays the kubelet for its virtual nodes, and tells Autoscalers whether their
+//! pool can get nodes (`NodePoolReady`).
+//!
+//! One watch per kind (NodePools, its Nodes, bound Pods), each feeding one cache, a few
+//! indexes and every controller that needs it:
+//! - `controller`: a pool's nodes to `spec.replicas`, and its status;
+//! - `lifecycle`: one node's end (drain, then the finalizer goes) and its pods' end;
+//! - `heartbeat`: Leases and node status, on a task of its own;
+//! - `nodepool_ready`: the `NodePoolReady` condition on Autoscalers.
 #![forbid(unsafe_code)]
 
-pub mod binding;
 pub mod controller;
 pub mod decide;
 pub mod drain;
+pub mod heartbeat;
+pub mod lifecycle;
+pub mod nodepool_ready;
 pub mod provider;
 
-pub use controller::{Context, Settings, run};
+pub use controller::{Context, Settings};
 
 use std::sync::Arc;
 
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod, PodSpec, PodStatus};
 use kube::Client;
-use kube::runtime::events::Recorder;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::api::Api;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use operator_kit::ConflictStrategy;
 use operator_kit::http::Readiness;
 use operator_kit::metrics::{ReconcileMetrics, WriteMetrics};
-use shared_crd::{NodePool, field_manager};
+use operator_kit::watch::{Fanout, Index, feed_indexes, trim_metadata};
+use shared_crd::{NodePool, POOL_LABEL, field_manager};
 
 /// Everything the operator needs to run, from flags.
 #[derive(Clone, Debug)]
@@ -28,9 +43,40 @@ pub struct Config {
     pub strategy: ConflictStrategy,
 }
 
-/// Runs both controllers (NodePool, and the `NodePoolReady` condition on Autoscalers)
-/// until the process gets SIGTERM or Ctrl-C. `readiness` turns ready once the caches
-/// have synced.
+/// The caches every part reads, and their indexes.
+#[derive(Clone)]
+pub struct Caches {
+    pub pools: Store<NodePool>,
+    /// Nodes carrying the pool label (foreign ones too; the indexes hold only ours).
+    pub nodes: Store<Node>,
+    /// This operator's nodes by pool name, terminating ones included.
+    pub nodes_by_pool: Index<Node>,
+    /// Pods bound to a node, trimmed to what a drain and a kubelet read.
+    pub pods: Store<Pod>,
+    pub pods_by_node: Index<Pod>,
+}
+
+impl Caches {
+    /// Waits until every cache holds its first full list.
+    pub async fn wait_until_ready(&self) -> bool {
+        self.pools.wait_until_ready().await.is_ok()
+            && self.nodes.wait_until_ready().await.is_ok()
+            && self.pods.wait_until_ready().await.is_ok()
+    }
+
+    /// A pool's nodes from the cache, terminating ones included.
+    pub fn nodes_of(&self, pool: &str) -> Vec<Arc<Node>> {
+        self.nodes_by_pool.objects(pool, &self.nodes)
+    }
+
+    /// The pods bound to `node`, from the cache.
+    pub fn pods_on(&self, node: &str) -> Vec<Arc<Pod>> {
+        self.pods_by_node.objects(node, &self.pods)
+    }
+}
+
+/// Runs every part until the process gets SIGTERM or Ctrl-C. `readiness` turns ready
+/// once the caches have synced.
 pub async fn run_operator(
     client: Client,
     config: Config,
@@ -40,64 +86,182 @@ pub async fn run_operator(
 ) {
     let writer = operator_kit::Writer::new(config.strategy, field_manager::NODEPOOL_OPERATOR)
         .with_metrics(writes);
-    let provider = Arc::new(provider::VirtualProvider::new(
+    let recorder = Recorder::new(client.clone(), reporter());
+
+    let (pools, pool_writer) = reflector::store::<NodePool>();
+    let mut pool_watch = Fanout::new(
+        "NodePool",
+        watcher(Api::<NodePool>::all(client.clone()), Default::default())
+            .default_backoff()
+            .modify(trim_metadata)
+            .reflect(pool_writer),
+    );
+    let (nodes, node_writer) = reflector::store::<Node>();
+    let nodes_by_pool = Index::new(|n: &Node| provider::pool_of(n).map(str::to_owned));
+    let mut node_watch = Fanout::new(
+        "Node",
+        feed_indexes(
+            watcher(
+                Api::<Node>::all(client.clone()),
+                watcher::Config::default().labels(POOL_LABEL),
+            )
+            .default_backoff()
+            .modify(trim_node)
+            .reflect(node_writer),
+            vec![nodes_by_pool.clone()],
+        ),
+    );
+    let (pods, pod_writer) = reflector::store::<Pod>();
+    let pods_by_node = Index::new(|p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.clone()));
+    let mut pod_watch = Fanout::new(
+        "Pod",
+        feed_indexes(
+            // Only pods bound to a node: the ones a drain or a kubelet deals with.
+            watcher(
+                Api::<Pod>::all(client.clone()),
+                watcher::Config::default().fields("spec.nodeName!="),
+            )
+            .default_backoff()
+            .modify(trim_pod)
+            .reflect(pod_writer),
+            vec![pods_by_node.clone()],
+        ),
+    );
+    let caches = Caches {
+        pools,
+        nodes,
+        nodes_by_pool,
+        pods,
+        pods_by_node,
+    };
+
+    let provider: Arc<dyn provider::Provider> = Arc::new(provider::VirtualProvider::new(
         client.clone(),
         config.provider.clone(),
     ));
-    let watches = controller::watches(&client);
-    let (pools, nodes) = (watches.pools.clone(), watches.nodes.clone());
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        writer: writer.clone(),
-        recorder: Recorder::new(client.clone(), controller::reporter()),
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        writer.clone(),
+        recorder.clone(),
         provider,
-        nodes: nodes.clone(),
-        settings: config.settings.clone(),
-        metrics: reconciles.clone(),
-        last_scaled: Default::default(),
-    });
+        caches.clone(),
+        config.settings.clone(),
+        reconciles.clone(),
+    ));
+    let pool_controller = controller::run(ctx, pool_watch.subscribe(), node_watch.subscribe());
 
-    // The Autoscaler side reads pools from a cache of its own: it needs every pool
-    // change that affects readiness, including deletions, which the NodePool
-    // controller's generation-filtered stream leaves out.
-    let (binding_pools, binding_writer) = reflector::store::<NodePool>();
-    let binding_pool_events = watcher(
-        kube::Api::<NodePool>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(binding_writer);
-    let binding_ctx = Arc::new(binding::BindingContext {
-        client: client.clone(),
+    let lifecycle_ctx = Arc::new(lifecycle::Context::new(
+        client.clone(),
+        recorder,
+        caches.clone(),
+        config.settings.drain_timeout,
+        reconciles.clone(),
+    ));
+    let lifecycle_controller = lifecycle::run(
+        lifecycle_ctx,
+        node_watch.subscribe(),
+        pod_watch.subscribe(),
+        pool_watch.subscribe(),
+        config.settings.concurrency,
+    );
+
+    let ready_ctx = Arc::new(nodepool_ready::Context::new(
+        client.clone(),
         writer,
-        pools: binding_pools.clone(),
-        metrics: reconciles,
-        concurrency: config.settings.concurrency,
-    });
+        caches.pools.clone(),
+        reconciles,
+        config.settings.concurrency,
+    ));
+    let ready_controller = nodepool_ready::run(ready_ctx, pool_watch.subscribe());
+
+    let heartbeats = heartbeat::Heartbeats::new(client, caches.nodes.clone(), config.provider);
 
     let ready = {
-        let (pools, nodes, binding_pools) = (pools.clone(), nodes.clone(), binding_pools.clone());
+        let caches = caches.clone();
         async move {
-            let synced = pools.wait_until_ready().await.is_ok()
-                && nodes.wait_until_ready().await.is_ok()
-                && binding_pools.wait_until_ready().await.is_ok();
-            if synced {
+            if caches.wait_until_ready().await {
                 tracing::info!("caches synced; ready");
                 readiness.set_ready();
             }
         }
     };
-    // The controllers stop on SIGTERM or Ctrl-C; the pod finisher is a plain watch and
-    // goes with them.
+    // The controllers start once every cache is full (an orphan is only an orphan against
+    // a complete list of pools), and stop on SIGTERM or Ctrl-C; the watches and the
+    // heartbeats go with them.
     let controllers = async {
+        ready.await;
+        tokio::join!(pool_controller, lifecycle_controller, ready_controller)
+    };
+    let background = async {
         tokio::join!(
-            controller::run(ctx, watches),
-            binding::run(binding_ctx, binding_pool_events),
-            ready,
+            pool_watch.run(),
+            node_watch.run(),
+            pod_watch.run(),
+            heartbeats.run()
         )
     };
     tokio::select! {
         _ = controllers => {}
-        () = provider::finish_terminating_pods(client.clone(), nodes.clone()) => {}
+        _ = background => {}
     }
+}
+
+/// Keeps of a Node what this operator reads: metadata, unschedulable, providerID,
+/// conditions. Images, node info and addresses are most of a Node and are not read.
+fn trim_node(node: &mut Node) {
+    trim_metadata(node);
+    if let Some(spec) = node.spec.as_mut() {
+        spec.taints = None;
+        spec.pod_cidr = None;
+        spec.pod_cidrs = None;
+    }
+    if let Some(status) = node.status.as_mut() {
+        *status = k8s_openapi::api::core::v1::NodeStatus {
+            conditions: status.conditions.take(),
+            ..Default::default()
+        };
+    }
+}
+
+/// Keeps of a Pod what a drain and the kubelet's part read: its metadata (owners,
+/// deletion), its node, its phase.
+fn trim_pod(pod: &mut Pod) {
+    trim_metadata(pod);
+    pod.metadata.labels = None;
+    if let Some(annotations) = pod.metadata.annotations.as_mut() {
+        annotations.retain(|k, _| k == "kubernetes.io/config.mirror");
+    }
+    let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+    pod.spec = Some(PodSpec {
+        node_name,
+        ..Default::default()
+    });
+    let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
+    pod.status = Some(PodStatus {
+        phase,
+        ..Default::default()
+    });
+}
+
+/// The reporter of this operator's events.
+pub fn reporter() -> Reporter {
+    Reporter {
+        controller: field_manager::NODEPOOL_OPERATOR.into(),
+        instance: std::env::var("POD_NAME").ok(),
+    }
+}
+
+/// The stream adapter both main.rs and tests use to drain a controller's results.
+pub(crate) async fn drain_results<S, T, E>(results: S, controller: &'static str)
+where
+    S: futures::Stream<Item = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    results
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(controller, error = %e, "reconcile failed");
+            }
+        })
+        .await;
 }

@@ -29,12 +29,18 @@ struct Cli {
     /// Most nodes the provider hands out over all pools (default: unlimited).
     #[arg(long, env = "MAX_NODES")]
     max_nodes: Option<u32>,
-    /// Seconds to wait for a node's pods to be evicted before removing it anyway.
+    /// Seconds a node's drain may take before its pods are deleted anyway.
     #[arg(long, env = "DRAIN_TIMEOUT_SECONDS", default_value_t = 60)]
     drain_timeout_seconds: u64,
-    /// Seconds between node heartbeats (the kubelet's job on a virtual node).
-    #[arg(long, env = "HEARTBEAT_SECONDS", default_value_t = 30)]
-    heartbeat_seconds: u64,
+    /// Seconds between renewals of each virtual node's Lease (the kubelet's 10).
+    #[arg(long, env = "NODE_LEASE_RENEW_SECONDS", default_value_t = 10)]
+    node_lease_renew_seconds: u64,
+    /// Seconds a node Lease lasts unrenewed (the kubelet's 40).
+    #[arg(long, env = "NODE_LEASE_DURATION_SECONDS", default_value_t = 40)]
+    node_lease_duration_seconds: u64,
+    /// Seconds between node status writes when nothing changed (the kubelet's 300).
+    #[arg(long, env = "NODE_STATUS_REPORT_SECONDS", default_value_t = 300)]
+    node_status_report_seconds: u64,
     /// Reconcile every pool at least this often, in seconds.
     #[arg(long, env = "RESYNC_SECONDS", default_value_t = 300)]
     resync_seconds: u64,
@@ -66,7 +72,9 @@ async fn main() -> anyhow::Result<()> {
         },
         provider: VirtualSettings {
             provisioning_delay: Duration::from_millis(cli.provisioning_delay_ms),
-            heartbeat_interval: Duration::from_secs(cli.heartbeat_seconds),
+            lease_renew_interval: Duration::from_secs(cli.node_lease_renew_seconds),
+            lease_duration: Duration::from_secs(cli.node_lease_duration_seconds),
+            status_report_interval: Duration::from_secs(cli.node_status_report_seconds),
             taint_nodes: !cli.no_virtual_taint,
         },
         strategy: cli.write.strategy(),

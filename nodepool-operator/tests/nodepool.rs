@@ -150,33 +150,124 @@ async fn a_deleted_node_is_replaced() {
 }
 
 #[tokio::test]
-async fn deleting_a_pool_removes_its_nodes_then_the_finalizer() {
-    let (_, pools, nodes) = setup().await;
+async fn deleting_a_pool_drains_and_removes_its_nodes() {
+    let (client, pools, nodes) = setup().await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client, "default");
     let name = unique_name("delete");
     pools
         .create(&PostParams::default(), &fixtures::nodepool(&name, 2))
         .await
         .unwrap();
-    converged(&pools, &nodes, &name, 2).await;
+    let two = converged(&pools, &nodes, &name, 2).await;
     let pool = pools.get(&name).await.unwrap();
-    assert!(
-        pool.finalizers().contains(&"nodepool.dev/nodes".to_owned()),
-        "{:?}",
-        pool.finalizers()
-    );
+    assert!(pool.finalizers().is_empty(), "{:?}", pool.finalizers());
+    for node in &two {
+        assert_eq!(node.finalizers(), ["nodepool.dev/termination"]);
+    }
+    let pod = unique_name("app");
+    pods.create(&PostParams::default(), &pod_on(&two[0].name_any(), &pod))
+        .await
+        .unwrap();
 
     pools.delete(&name, &DeleteParams::default()).await.unwrap();
-    eventually("the pool and its nodes to be gone", CONVERGE, || async {
-        let left = nodes_of(&nodes, &name).await.len();
-        let pool = pools.get_opt(&name).await.map_err(|e| e.to_string())?;
-        if left == 0 && pool.is_none() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{left} nodes left, pool present: {}",
-                pool.is_some()
-            ))
-        }
+    eventually(
+        "the pool's nodes and their pods to be gone",
+        CONVERGE,
+        || async {
+            let left = nodes_of(&nodes, &name).await.len();
+            let pod_left = pods.get_opt(&pod).await.map_err(|e| e.to_string())?;
+            if left == 0 && pod_left.is_none() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{left} nodes left, pod present: {}",
+                    pod_left.is_some()
+                ))
+            }
+        },
+    )
+    .await;
+    assert!(pools.get_opt(&name).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_node_with_the_pool_label_that_the_operator_did_not_create_is_left_alone() {
+    let (_, pools, nodes) = setup().await;
+    let name = unique_name("foreign");
+    let foreign = unique_name("foreign-node");
+    let node: Node = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": foreign, "labels": {"nodepool.dev/pool": name}},
+    }))
+    .unwrap();
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+    pools
+        .create(&PostParams::default(), &fixtures::nodepool(&name, 1))
+        .await
+        .unwrap();
+    // The pool gets a node of its own: the foreign one is not counted...
+    eventually("one node of the pool's own", CONVERGE, || async {
+        let own = nodes_of(&nodes, &name)
+            .await
+            .iter()
+            .filter(|n| n.name_any() != foreign && is_ready(n))
+            .count();
+        let status = pools.get(&name).await.map_err(|e| e.to_string())?.status;
+        let replicas = status.map(|s| s.replicas).unwrap_or(-1);
+        (own == 1 && replicas == 1)
+            .then_some(())
+            .ok_or(format!("{own} own nodes, status replicas {replicas}"))
+    })
+    .await;
+    // ...and neither removed by a scale to zero nor by the pool's deletion.
+    scale(&pools, &name, 0).await;
+    converged_own(&pools, &nodes, &name, &foreign).await;
+    pools.delete(&name, &DeleteParams::default()).await.unwrap();
+    eventually("the pool to be gone", CONVERGE, || async {
+        let gone = pools
+            .get_opt(&name)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_none();
+        let own = nodes_of(&nodes, &name)
+            .await
+            .iter()
+            .filter(|n| n.name_any() != foreign)
+            .count();
+        (gone && own == 0)
+            .then_some(())
+            .ok_or(format!("{own} own nodes left"))
+    })
+    .await;
+    let kept = nodes.get(&foreign).await.unwrap();
+    assert!(
+        kept.metadata.deletion_timestamp.is_none(),
+        "the foreign node was deleted"
+    );
+    assert!(kept.finalizers().is_empty());
+    nodes
+        .delete(&foreign, &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+/// Waits until the pool has none of its own nodes and reports 0.
+async fn converged_own(pools: &Api<NodePool>, nodes: &Api<Node>, name: &str, foreign: &str) {
+    eventually("no own nodes", CONVERGE, || async {
+        let own = nodes_of(nodes, name)
+            .await
+            .iter()
+            .filter(|n| n.name_any() != foreign)
+            .count();
+        let status = pools
+            .get(name)
+            .await
+            .map_err(|e| e.to_string())?
+            .status
+            .unwrap_or_default();
+        (own == 0 && status.replicas == 0)
+            .then_some(())
+            .ok_or(format!("{own} own nodes, {status:?}"))
     })
     .await;
 }

@@ -29,16 +29,6 @@ pub const DEFAULT_BACKOFF: Backoff = Backoff {
     cap: None,
 };
 
-/// client-go `retry.DefaultRetry`: for conflicts among several clients changing
-/// the same object. Up to 5 attempts; sleeps ~10ms each.
-pub const DEFAULT_RETRY: Backoff = Backoff {
-    steps: 5,
-    duration: Duration::from_millis(10),
-    factor: 1.0,
-    jitter: 0.1,
-    cap: None,
-};
-
 impl Default for Backoff {
     fn default() -> Self {
         DEFAULT_BACKOFF
@@ -91,9 +81,90 @@ fn jittered(d: Duration, jitter: f64, unit: f64) -> Duration {
     }
 }
 
+/// The per-object delay after a failed reconcile, as controller-runtime's
+/// `ItemExponentialFailureRateLimiter` (5 ms doubling to 1000 s): each failure of one
+/// object doubles its delay; a success forgets it. kube-runtime has none (kube-rs issue 297).
+/// Memory that only paces retries: a restart starts every object at 5 ms again.
+#[derive(Debug)]
+pub struct ErrorBackoff {
+    base: Duration,
+    max: Duration,
+    failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+}
+
+impl Default for ErrorBackoff {
+    fn default() -> Self {
+        Self::new(Duration::from_millis(5), Duration::from_secs(1000))
+    }
+}
+
+impl ErrorBackoff {
+    pub fn new(base: Duration, max: Duration) -> Self {
+        Self {
+            base,
+            max,
+            failures: Default::default(),
+        }
+    }
+
+    /// The delay before retrying `key` after one more failure.
+    pub fn next(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().expect("not poisoned");
+        let n = failures.entry(key.to_owned()).or_insert(0);
+        let delay = self
+            .base
+            .checked_mul(1u32.checked_shl(*n).unwrap_or(u32::MAX))
+            .unwrap_or(self.max)
+            .min(self.max);
+        *n = n.saturating_add(1);
+        delay
+    }
+
+    /// Forgets the failures of `key` (after a success).
+    pub fn reset(&self, key: &str) {
+        self.failures.lock().expect("not poisoned").remove(key);
+    }
+
+    /// Objects with failures on record.
+    pub fn len(&self) -> usize {
+        self.failures.lock().expect("not poisoned").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// client-go `retry.DefaultRetry`: for conflicts among several clients changing
+    /// the same object. Up to 5 attempts; sleeps ~10ms each.
+    const DEFAULT_RETRY: Backoff = Backoff {
+        steps: 5,
+        duration: Duration::from_millis(10),
+        factor: 1.0,
+        jitter: 0.1,
+        cap: None,
+    };
+
+    #[test]
+    fn error_backoff_doubles_per_object_up_to_the_cap_and_resets() {
+        let b = ErrorBackoff::default();
+        let delays: Vec<_> = (0..4).map(|_| b.next("a")).collect();
+        assert_eq!(delays, vec![ms(5), ms(10), ms(20), ms(40)]);
+        assert_eq!(b.next("other"), ms(5), "objects do not share a delay");
+        for _ in 0..40 {
+            b.next("a");
+        }
+        assert_eq!(b.next("a"), Duration::from_secs(1000), "capped at 1000 s");
+        b.reset("a");
+        assert_eq!(b.next("a"), ms(5));
+        b.reset("a");
+        b.reset("other");
+        assert!(b.is_empty(), "successes leave nothing behind");
+    }
 
     fn ms(v: u64) -> Duration {
         Duration::from_millis(v)

@@ -79,8 +79,8 @@ pub struct RunArgs {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
-    /// Reconciles running at once (0: unbounded).
-    #[arg(long, env = "CONCURRENCY", default_value_t = 4)]
+    /// Reconciles running at once, per controller (0: unbounded).
+    #[arg(long, env = "CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
     /// Kubeconfig context to use (default: the current one; in a pod, the service account).
     #[arg(long, env = "KUBE_CONTEXT")]

@@ -37,14 +37,6 @@ impl ErrorClass {
             ErrorClass::Other => "other",
         }
     }
-
-    /// Whether trying the same request again later can succeed.
-    pub fn is_retryable(self) -> bool {
-        matches!(
-            self,
-            ErrorClass::Conflict | ErrorClass::Transient | ErrorClass::Gone
-        )
-    }
 }
 
 /// Classifies a kube error. Conflict and AlreadyExists share HTTP 409 and are
@@ -108,14 +100,5 @@ mod tests {
             ErrorClass::Transient
         );
         assert_eq!(classify(&api(500, "InternalError")), ErrorClass::Transient);
-    }
-
-    #[test]
-    fn only_conflicts_and_transients_are_retryable() {
-        assert!(ErrorClass::Conflict.is_retryable());
-        assert!(ErrorClass::Transient.is_retryable());
-        assert!(!ErrorClass::Invalid.is_retryable());
-        assert!(!ErrorClass::NotFound.is_retryable());
-        assert!(!ErrorClass::Forbidden.is_retryable());
     }
 }

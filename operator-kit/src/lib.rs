@@ -9,12 +9,14 @@ pub mod errors;
 pub mod events;
 pub mod http;
 pub mod leader;
+pub mod merge;
 pub mod metrics;
 pub mod observe;
 pub mod process;
 pub mod telemetry;
+pub mod watch;
 pub mod write;
 
-pub use backoff::Backoff;
+pub use backoff::{Backoff, ErrorBackoff};
 pub use errors::{ErrorClass, classify};
 pub use write::{Change, ConflictStrategy, Target, WriteError, WriteOutcome, Writer};

@@ -20,7 +20,9 @@ pub struct WriteLabels {
 pub struct WriteResultLabels {
     pub resource: String,
     pub strategy: &'static str,
-    /// `written`, `unchanged`, `gone`, or the error class (`conflict`, `invalid`, ...).
+    /// `written`; `unchanged` (the object had the change) or `expected` (this writer
+    /// had just written it; the cache had not shown it yet): nothing sent; `gone`; or
+    /// the error class (`conflict`, `invalid`, ...).
     pub result: &'static str,
 }
 
@@ -33,11 +35,20 @@ pub struct WriteMetrics {
     pub conflicts: Family<WriteLabels, Counter>,
     /// Attempts after the first one (retry strategy).
     pub retries: Family<WriteLabels, Counter>,
-    /// Writes not sent because the object already had the change.
-    pub skipped: Family<WriteLabels, Counter>,
 }
 
 impl WriteMetrics {
+    /// Writes of `resource` (e.g. `nodepools/status`) that ended with `result` so far.
+    pub fn count(&self, resource: &str, strategy: &'static str, result: &'static str) -> u64 {
+        self.writes
+            .get(&WriteResultLabels {
+                resource: resource.to_owned(),
+                strategy,
+                result,
+            })
+            .map_or(0, |c| c.get())
+    }
+
     /// Registers the counters in `registry` (whose prefix names the operator).
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
@@ -54,11 +65,6 @@ impl WriteMetrics {
             "write_retries",
             "Write attempts after a conflict (retry strategy), by resource",
             self.retries.clone(),
-        );
-        registry.register(
-            "writes_skipped",
-            "Writes not sent because the object already had the change",
-            self.skipped.clone(),
         );
     }
 }

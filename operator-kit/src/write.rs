@@ -9,8 +9,16 @@
 //!   sending only the fields it owns: no `resourceVersion`, so no optimistic-lock conflict.
 //!
 //! Every strategy compares before writing: a change the object already has sends nothing.
+//! A change is one body, the fields the operator owns; the PUT strategies and the
+//! comparison derive their edit from that body ([`crate::merge`]), so they cannot drift
+//! from what apply sends. And a writer remembers what it wrote for a few seconds, so a
+//! reconcile that runs before the cache shows that write does not send it again (the
+//! "expectations" of controller-runtime's ReplicaSet controller): memory that only saves
+//! requests; a restart that loses it costs at most one repeated write.
+use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
@@ -53,15 +61,66 @@ pub enum Target {
     Status,
 }
 
-/// A change one operator wants on one object, in the two forms the strategies need.
-pub struct Change<'a, K> {
+/// A change one operator wants on one object: the fields it owns, with their values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
     pub target: Target,
-    /// Makes the change on a full copy of the object; returns `false` when the copy already
-    /// had it. Must be idempotent: the retry strategy calls it again on a fresh copy.
-    pub mutate: &'a (dyn Fn(&mut K) -> bool + Send + Sync),
-    /// The fields this operator owns, as a partial object without `apiVersion`, `kind`
-    /// and `metadata.name` (added here), for server-side apply.
-    pub apply: Value,
+    /// A partial object without `apiVersion`, `kind` and `metadata.name` (added for
+    /// apply), e.g. `{"status": {...}}`. Leave out what the operator does not own.
+    pub body: Value,
+    /// The field manager, when not the writer's own (a record kept by a second manager).
+    pub field_manager: Option<&'static str>,
+}
+
+impl Change {
+    /// A change of the status subresource to `status` (serialised; `None` fields left out).
+    pub fn status(status: &impl Serialize) -> Self {
+        Self {
+            target: Target::Status,
+            body: serde_json::json!({ "status": status }),
+            field_manager: None,
+        }
+    }
+
+    /// A change of the object itself.
+    pub fn main(body: Value) -> Self {
+        Self {
+            target: Target::Main,
+            body,
+            field_manager: None,
+        }
+    }
+
+    /// The same change under another field manager.
+    pub fn with_field_manager(mut self, field_manager: &'static str) -> Self {
+        self.field_manager = Some(field_manager);
+        self
+    }
+
+    /// `object` with this change made, or `None` when it already has it.
+    pub fn merged_into<K: Serialize + DeserializeOwned>(
+        &self,
+        object: &K,
+    ) -> Result<Option<K>, serde_json::Error> {
+        let mut value = serde_json::to_value(object)?;
+        if !crate::merge::merge(&mut value, &self.body) {
+            return Ok(None);
+        }
+        serde_json::from_value(value).map(Some)
+    }
+}
+
+/// How long a write is remembered while the cache has not shown it yet.
+const EXPECTATION_TTL: Duration = Duration::from_secs(10);
+/// Keys a repeated write is compared without: a transition time recomputed against a
+/// stale copy is not news.
+const EXPECTATION_IGNORES: [&str; 1] = ["lastTransitionTime"];
+
+#[derive(Debug)]
+struct Expectation {
+    resource_version: Option<String>,
+    body: Value,
+    at: Instant,
 }
 
 /// A write that completed.
@@ -108,6 +167,8 @@ pub struct Writer {
     strategy: ConflictStrategy,
     field_manager: String,
     metrics: Option<Arc<WriteMetrics>>,
+    /// This writer's recent writes by object and manager, until the cache shows them.
+    expectations: Arc<Mutex<HashMap<String, Expectation>>>,
 }
 
 impl Writer {
@@ -116,6 +177,7 @@ impl Writer {
             strategy,
             field_manager: field_manager.into(),
             metrics: None,
+            expectations: Arc::default(),
         }
     }
 
@@ -137,13 +199,14 @@ impl Writer {
         &self,
         api: &Api<K>,
         cached: &K,
-        change: &Change<'_, K>,
+        change: &Change,
     ) -> Result<WriteOutcome<K>, WriteError>
     where
         K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
     {
         let resource = resource_label::<K>(change.target);
         let name = cached.name_any();
+        let manager = change.field_manager.unwrap_or(&self.field_manager);
         let fail = |attempts: u32, source: kube::Error| WriteError {
             resource: resource.clone(),
             name: name.clone(),
@@ -154,31 +217,43 @@ impl Writer {
 
         // Compare before writing: a no-op write still costs the API server a request,
         // a new resourceVersion, and a watch event to every watcher.
-        let mut desired = cached.clone();
-        if !(change.mutate)(&mut desired) {
-            self.count_skip(&resource);
-            self.count_result(&resource, "unchanged");
+        let key = format!(
+            "{resource}/{}/{name}/{manager}",
+            cached.namespace().unwrap_or_default()
+        );
+        let desired = match change.merged_into(cached) {
+            Ok(Some(desired)) => desired,
+            Ok(None) => {
+                self.count_result(&resource, "unchanged");
+                return Ok(WriteOutcome::Unchanged);
+            }
+            Err(e) => return Err(fail(0, kube::Error::SerdeError(e))),
+        };
+        if self.already_written(&key, cached, &change.body) {
+            self.count_result(&resource, "expected");
             return Ok(WriteOutcome::Unchanged);
         }
 
         let result = match self.strategy {
-            ConflictStrategy::Lazy => match self.put(api, &name, change.target, &desired).await {
-                Ok(object) => Ok(WriteOutcome::Written {
-                    object: Box::new(object),
-                    attempts: 1,
-                }),
-                Err(e) => {
-                    self.on_error(&resource, &name, &desired, 1, "requeue", &e);
-                    Err(fail(1, e))
+            ConflictStrategy::Lazy => {
+                match self.put(api, &name, change.target, manager, &desired).await {
+                    Ok(object) => Ok(WriteOutcome::Written {
+                        object: Box::new(object),
+                        attempts: 1,
+                    }),
+                    Err(e) => {
+                        self.on_error(&resource, &name, &desired, 1, "requeue", &e);
+                        Err(fail(1, e))
+                    }
                 }
-            },
+            }
             ConflictStrategy::Retry(backoff) => self
-                .retry_on_conflict(api, &name, change, desired, backoff, &resource)
+                .retry_on_conflict(api, &name, change, manager, desired, backoff, &resource)
                 .await
                 .map_err(|(attempts, e)| fail(attempts, e)),
             ConflictStrategy::Apply => {
-                let body = apply_body::<K>(&name, &change.apply);
-                let params = PatchParams::apply(&self.field_manager).force();
+                let body = apply_body::<K>(&name, &change.body);
+                let params = PatchParams::apply(manager).force();
                 let sent = match change.target {
                     Target::Main => api.patch(&name, &params, &Patch::Apply(&body)).await,
                     Target::Status => api.patch_status(&name, &params, &Patch::Apply(&body)).await,
@@ -196,7 +271,10 @@ impl Writer {
             }
         };
         match &result {
-            Ok(WriteOutcome::Written { .. }) => self.count_result(&resource, "written"),
+            Ok(WriteOutcome::Written { object, .. }) => {
+                self.remember(key, object.resource_version(), &change.body);
+                self.count_result(&resource, "written")
+            }
             Ok(WriteOutcome::Unchanged) => self.count_result(&resource, "unchanged"),
             Ok(WriteOutcome::Gone) => self.count_result(&resource, "gone"),
             Err(e) => self.count_result(&resource, e.class().as_str()),
@@ -204,15 +282,48 @@ impl Writer {
         result
     }
 
+    /// Whether this writer wrote `body` (or more) to the object recently and the cached
+    /// copy does not show that write yet.
+    fn already_written<K: Resource>(&self, key: &str, cached: &K, body: &Value) -> bool {
+        let mut expectations = self.expectations.lock().expect("not poisoned");
+        let Some(e) = expectations.get(key) else {
+            return false;
+        };
+        let caught_up = e.resource_version.is_some()
+            && e.resource_version.as_deref() == cached.meta().resource_version.as_deref();
+        if caught_up || e.at.elapsed() > EXPECTATION_TTL {
+            expectations.remove(key);
+            return false;
+        }
+        crate::merge::is_within(body, &e.body, &EXPECTATION_IGNORES)
+    }
+
+    fn remember(&self, key: String, resource_version: Option<String>, body: &Value) {
+        let mut expectations = self.expectations.lock().expect("not poisoned");
+        if expectations.len() >= 1024 {
+            expectations.retain(|_, e| e.at.elapsed() <= EXPECTATION_TTL);
+        }
+        expectations.insert(
+            key,
+            Expectation {
+                resource_version,
+                body: body.clone(),
+                at: Instant::now(),
+            },
+        );
+    }
+
     /// client-go's `RetryOnConflict`: the first attempt writes the cached copy; each 409
     /// is followed by a backoff sleep, a fresh GET from the API server (not the cache) and
     /// the same change on that copy. NotFound ends cleanly; any other error returns at
     /// once; when the steps run out, the last 409 is returned.
+    #[allow(clippy::too_many_arguments)]
     async fn retry_on_conflict<K>(
         &self,
         api: &Api<K>,
         name: &str,
-        change: &Change<'_, K>,
+        change: &Change,
+        manager: &str,
         first: K,
         mut backoff: Backoff,
         resource: &str,
@@ -228,22 +339,23 @@ impl Writer {
                 Some(object) => object,
                 None => {
                     self.count_retry(resource);
-                    let mut fresh = match api.get(name).await {
+                    let fresh = match api.get(name).await {
                         Ok(fresh) => fresh,
                         Err(e) if classify(&e) == ErrorClass::NotFound => {
                             return Ok(WriteOutcome::Gone);
                         }
                         Err(e) => return Err((attempts, e)),
                     };
-                    if !(change.mutate)(&mut fresh) {
+                    match change.merged_into(&fresh) {
+                        Ok(Some(changed)) => changed,
                         // Someone else made the same change meanwhile.
-                        return Ok(WriteOutcome::Unchanged);
+                        Ok(None) => return Ok(WriteOutcome::Unchanged),
+                        Err(e) => return Err((attempts, kube::Error::SerdeError(e))),
                     }
-                    fresh
                 }
             };
             attempts += 1;
-            match self.put(api, name, change.target, &object).await {
+            match self.put(api, name, change.target, manager, &object).await {
                 Ok(object) => {
                     return Ok(WriteOutcome::Written {
                         object: Box::new(object),
@@ -275,13 +387,20 @@ impl Writer {
         ))
     }
 
-    async fn put<K>(&self, api: &Api<K>, name: &str, target: Target, object: &K) -> kube::Result<K>
+    async fn put<K>(
+        &self,
+        api: &Api<K>,
+        name: &str,
+        target: Target,
+        manager: &str,
+        object: &K,
+    ) -> kube::Result<K>
     where
         K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
     {
         let params = PostParams {
             dry_run: false,
-            field_manager: Some(self.field_manager.clone()),
+            field_manager: Some(manager.to_owned()),
         };
         match target {
             Target::Main => api.replace(name, &params, object).await,
@@ -328,12 +447,6 @@ impl Writer {
     fn count_retry(&self, resource: &str) {
         if let Some(m) = &self.metrics {
             m.retries.get_or_create(&self.labels(resource)).inc();
-        }
-    }
-
-    fn count_skip(&self, resource: &str) {
-        if let Some(m) = &self.metrics {
-            m.skipped.get_or_create(&self.labels(resource)).inc();
         }
     }
 

@@ -8,30 +8,13 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use operator_kit::backoff::{Backoff, DEFAULT_BACKOFF};
 use operator_kit::metrics::{WriteLabels, WriteMetrics};
-use operator_kit::{Change, ConflictStrategy, Target, WriteOutcome, Writer};
+use operator_kit::{Change, ConflictStrategy, WriteOutcome, Writer};
 use serde_json::json;
 use shared_crd::{NodePool, field_manager};
 
 /// The autoscaler's change: `spec.replicas = n` (and nothing else).
-fn set_replicas(n: i32) -> impl Fn(&mut NodePool) -> bool + Send + Sync {
-    move |pool: &mut NodePool| {
-        if pool.spec.replicas == n {
-            return false;
-        }
-        pool.spec.replicas = n;
-        true
-    }
-}
-
-fn replicas_change(
-    n: i32,
-    mutate: &(dyn Fn(&mut NodePool) -> bool + Send + Sync),
-) -> Change<'_, NodePool> {
-    Change {
-        target: Target::Main,
-        mutate,
-        apply: json!({"spec": {"replicas": n}}),
-    }
+fn replicas_change(n: i32) -> Change {
+    Change::main(json!({"spec": {"replicas": n}}))
 }
 
 /// Creates a pool and returns it as a reader's cache would hold it, after which
@@ -104,9 +87,8 @@ async fn lazy_returns_the_409_and_writes_nothing() {
     let cached = stale_copy(&pools, &name).await;
     let (writer, metrics) = writer(ConflictStrategy::Lazy);
 
-    let mutate = set_replicas(4);
     let err = writer
-        .write(&pools, &cached, &replicas_change(4, &mutate))
+        .write(&pools, &cached, &replicas_change(4))
         .await
         .unwrap_err();
 
@@ -134,9 +116,8 @@ async fn retry_rereads_and_lands_on_the_second_attempt() {
     let cached = stale_copy(&pools, &name).await;
     let (writer, metrics) = writer(ConflictStrategy::Retry(DEFAULT_BACKOFF));
 
-    let mutate = set_replicas(4);
     let outcome = writer
-        .write(&pools, &cached, &replicas_change(4, &mutate))
+        .write(&pools, &cached, &replicas_change(4))
         .await
         .unwrap();
 
@@ -172,33 +153,9 @@ async fn retry_gives_up_after_its_steps_with_the_last_conflict() {
     let (writer, metrics) = writer(ConflictStrategy::Retry(backoff));
 
     // A relentless other writer: every time we re-read, it writes again before our PUT.
-    let kubectl = e2e::control_plane::assets_dir().unwrap().join("kubectl");
-    let kubeconfig = shared().kubeconfig().to_owned();
-    let target = name.clone();
-    let bumps = std::sync::atomic::AtomicU32::new(0);
-    let mutate = move |pool: &mut NodePool| {
-        let n = bumps.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let status = Command::new(&kubectl)
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .args([
-                "annotate",
-                "nodepool",
-                &target,
-                &format!("bump={n}"),
-                "--overwrite",
-            ])
-            .output()
-            .expect("kubectl runs");
-        assert!(
-            status.status.success(),
-            "{}",
-            String::from_utf8_lossy(&status.stderr)
-        );
-        set_replicas(4)(pool)
-    };
+    let pools: Api<NodePool> = Api::all(client_that_bumps_after_each_get(&name).await);
     let err = writer
-        .write(&pools, &cached, &replicas_change(4, &mutate))
+        .write(&pools, &cached, &replicas_change(4))
         .await
         .unwrap_err();
 
@@ -216,9 +173,8 @@ async fn retry_ends_cleanly_when_the_object_is_gone() {
     pools.delete(&name, &Default::default()).await.unwrap();
     let (writer, _) = writer(ConflictStrategy::Retry(DEFAULT_BACKOFF));
 
-    let mutate = set_replicas(4);
     let outcome = writer
-        .write(&pools, &cached, &replicas_change(4, &mutate))
+        .write(&pools, &cached, &replicas_change(4))
         .await
         .unwrap();
     assert!(matches!(outcome, WriteOutcome::Gone), "{outcome:?}");
@@ -231,9 +187,8 @@ async fn apply_needs_no_lock_and_owns_only_its_field() {
     let cached = stale_copy(&pools, &name).await;
     let (writer, metrics) = writer(ConflictStrategy::Apply);
 
-    let mutate = set_replicas(4);
     let outcome = writer
-        .write(&pools, &cached, &replicas_change(4, &mutate))
+        .write(&pools, &cached, &replicas_change(4))
         .await
         .unwrap();
 
@@ -272,9 +227,8 @@ async fn no_write_is_sent_when_the_object_already_has_the_change() {
         let cached = pools.get(&name).await.unwrap();
         let (writer, metrics) = writer(strategy);
 
-        let mutate = set_replicas(3);
         let outcome = writer
-            .write(&pools, &cached, &replicas_change(3, &mutate))
+            .write(&pools, &cached, &replicas_change(3))
             .await
             .unwrap();
 
@@ -282,14 +236,8 @@ async fn no_write_is_sent_when_the_object_already_has_the_change() {
             matches!(outcome, WriteOutcome::Unchanged),
             "{strategy:?}: {outcome:?}"
         );
-        let skipped = metrics
-            .skipped
-            .get_or_create(&WriteLabels {
-                resource: "nodepools".into(),
-                strategy: strategy.name(),
-            })
-            .get();
-        assert_eq!(skipped, 1);
+        assert_eq!(metrics.count("nodepools", strategy.name(), "unchanged"), 1);
+        assert_eq!(metrics.count("nodepools", strategy.name(), "written"), 0);
         let after = pools.get(&name).await.unwrap();
         assert_eq!(
             after.resource_version(),
@@ -315,17 +263,7 @@ async fn status_goes_through_the_status_subresource_in_every_strategy() {
         let cached = pools.get(&name).await.unwrap();
         let writer = Writer::new(strategy, field_manager::NODEPOOL_OPERATOR);
 
-        let mutate = |pool: &mut NodePool| {
-            let status = pool.status.get_or_insert_with(Default::default);
-            let changed = status.replicas != 2;
-            status.replicas = 2;
-            changed
-        };
-        let change = Change {
-            target: Target::Status,
-            mutate: &mutate,
-            apply: json!({"status": {"replicas": 2, "readyReplicas": 0}}),
-        };
+        let change = Change::status(&json!({"replicas": 2, "readyReplicas": 0}));
         let outcome = writer.write(&pools, &cached, &change).await.unwrap();
         let WriteOutcome::Written { object, .. } = outcome else {
             panic!("{strategy:?}: {outcome:?}")
@@ -336,5 +274,190 @@ async fn status_goes_through_the_status_subresource_in_every_strategy() {
             Some(1),
             "{strategy:?}: status write changed generation"
         );
+    }
+}
+
+#[tokio::test]
+async fn a_write_the_cache_has_not_shown_yet_is_not_sent_again() {
+    let pools = pools().await;
+    for strategy in [
+        ConflictStrategy::Lazy,
+        ConflictStrategy::Retry(DEFAULT_BACKOFF),
+        ConflictStrategy::Apply,
+    ] {
+        let name = unique_name("expect");
+        pools
+            .create(&PostParams::default(), &fixtures::nodepool(&name, 1))
+            .await
+            .unwrap();
+        let stale = pools.get(&name).await.unwrap();
+        let (writer, metrics) = writer(strategy);
+        let first = writer
+            .write(&pools, &stale, &replicas_change(5))
+            .await
+            .unwrap();
+        assert!(first.is_written(), "{strategy:?}: {first:?}");
+        let written_rv = pools.get(&name).await.unwrap().resource_version();
+
+        // The next reconcile still sees the stale copy and wants the same: nothing is sent.
+        let again = writer
+            .write(&pools, &stale, &replicas_change(5))
+            .await
+            .unwrap();
+        assert!(matches!(again, WriteOutcome::Unchanged), "{strategy:?}");
+        assert_eq!(metrics.count("nodepools", strategy.name(), "expected"), 1);
+        assert_eq!(
+            pools.get(&name).await.unwrap().resource_version(),
+            written_rv,
+            "{strategy:?} wrote the same change twice"
+        );
+
+        // A different change from the same stale copy is news, and is written (the
+        // optimistic strategies meet the 409 their stale copy earns them).
+        let other = writer.write(&pools, &stale, &replicas_change(6)).await;
+        match strategy {
+            ConflictStrategy::Lazy => assert!(other.unwrap_err().is_conflict()),
+            _ => assert!(other.unwrap().is_written(), "{strategy:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_field_kept_by_a_second_manager_survives_the_main_managers_applies() {
+    let pools = pools().await;
+    let name = unique_name("second-manager");
+    pools
+        .create(&PostParams::default(), &fixtures::nodepool(&name, 1))
+        .await
+        .unwrap();
+    let writer = Writer::new(ConflictStrategy::Apply, field_manager::NODEPOOL_OPERATOR);
+    // The reconcile that scaled: its status with the scale time, under the second manager.
+    let scaled = Change::status(&json!({"replicas": 1, "lastScaleTime": "2026-01-01T00:00:00Z"}))
+        .with_field_manager(field_manager::NODEPOOL_OPERATOR_SCALING);
+    let cached = pools.get(&name).await.unwrap();
+    assert!(
+        writer
+            .write(&pools, &cached, &scaled)
+            .await
+            .unwrap()
+            .is_written()
+    );
+    // A later reconcile applies the main manager's fields only, with a new value.
+    let cached = pools.get(&name).await.unwrap();
+    let later = Change::status(&json!({"replicas": 2}));
+    assert!(
+        writer
+            .write(&pools, &cached, &later)
+            .await
+            .unwrap()
+            .is_written()
+    );
+    let status = pools.get(&name).await.unwrap().status.unwrap();
+    assert_eq!(status.replicas, 2);
+    assert_eq!(
+        status.last_scale_time.map(|t| t.0.as_second()),
+        Some(1_767_225_600),
+        "the main manager's apply removed the scale time"
+    );
+}
+
+/// A client whose every GET of NodePool `name` is followed, before the response is
+/// handed back, by a write of another client: each re-read is stale by the time it is used.
+async fn client_that_bumps_after_each_get(name: &str) -> Client {
+    let kubectl = e2e::control_plane::assets_dir().unwrap().join("kubectl");
+    let kubeconfig = shared().kubeconfig().to_owned();
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let pool = name.to_owned();
+    let bump = BumpAfterGet {
+        suffix: format!("/nodepools/{name}"),
+        run: Arc::new(move |n: u32| {
+            let out = Command::new(&kubectl)
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args([
+                    "annotate",
+                    "nodepool",
+                    &pool,
+                    &format!("bump={n}"),
+                    "--overwrite",
+                ])
+                .output()
+                .expect("kubectl runs");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }),
+    };
+    kube::client::ClientBuilder::try_from(config)
+        .unwrap()
+        .with_layer(&bump)
+        .build()
+}
+
+#[derive(Clone)]
+struct BumpAfterGet {
+    suffix: String,
+    run: Arc<dyn Fn(u32) + Send + Sync>,
+}
+
+impl<S> tower::Layer<S> for BumpAfterGet {
+    type Service = BumpService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        BumpService {
+            inner,
+            bump: self.clone(),
+            count: Arc::default(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct BumpService<S> {
+    inner: S,
+    bump: BumpAfterGet,
+    count: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for BumpService<S>
+where
+    S: tower::Service<http::Request<B>>,
+    S::Future: Send + 'static,
+    S::Response: Send,
+    S::Error: Send,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let is_get =
+            req.method() == http::Method::GET && req.uri().path().ends_with(&self.bump.suffix);
+        let (run, count) = (self.bump.run.clone(), self.count.clone());
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let res = fut.await;
+            if is_get {
+                let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::task::spawn_blocking(move || run(n))
+                    .await
+                    .expect("bump ran");
+            }
+            res
+        })
     }
 }

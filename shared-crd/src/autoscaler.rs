@@ -28,11 +28,6 @@ use crate::condition::{self, Condition};
         json_path = ".status.desiredReplicas"
     ),
     printcolumn(
-        name = "Current",
-        type_ = "integer",
-        json_path = ".status.currentReplicas"
-    ),
-    printcolumn(
         name = "Target",
         type_ = "integer",
         json_path = ".spec.targetUtilization",
@@ -133,16 +128,14 @@ impl ScalingRules {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AutoscalerStatus {
-    /// Size last asked of the pool.
+    /// The size this autoscaler wants for the pool now. (The pool's own size is in its
+    /// status: `kubectl get nodepools`.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired_replicas: Option<i32>,
-    /// Nodes the pool has (its `status.replicas`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub current_replicas: Option<i32>,
     /// When the pool's size was last changed by this autoscaler.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scale_time: Option<Time>,
-    /// Why the last decision was made, e.g. "cpu demand 5.5 / (2 x 80%) -> 4 nodes".
+    /// Why the pool's size was last changed, e.g. "cpu demand 5.5 / (2 x 80%) -> 4 nodes".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_decision: Option<String>,
     /// The `.metadata.generation` this status describes.

@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// `True`, `False` or `Unknown`.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 pub enum ConditionStatus {
     True,
     False,
@@ -62,6 +62,17 @@ impl Condition {
             && self.message == other.message
             && self.observed_generation == other.observed_generation
     }
+}
+
+/// `new`, with the `lastTransitionTime` of the condition of its type in `previous` when
+/// the status did not change (a condition's time moves only when its status flips).
+pub fn carry_transition_time(mut new: Condition, previous: &[Condition]) -> Condition {
+    if let Some(old) = find(previous, &new.type_)
+        && old.status == new.status
+    {
+        new.last_transition_time = old.last_transition_time.clone();
+    }
+    new
 }
 
 fn without_default(schema: &mut schemars::Schema) {

@@ -9,6 +9,7 @@ pub mod condition;
 pub mod crd;
 pub mod nodepool;
 pub mod quantity;
+pub mod time;
 
 pub use autoscaler::{
     Autoscaler, AutoscalerSpec, AutoscalerStatus, NodePoolRef, ScalingBehavior, ScalingRules,
@@ -25,8 +26,14 @@ pub const API_VERSION: &str = "v1alpha1";
 pub const POOL_LABEL: &str = "nodepool.dev/pool";
 /// Taint the virtual provider puts on its nodes so that nothing lands there by accident.
 pub const VIRTUAL_NODE_TAINT: &str = "nodepool.dev/virtual";
-/// Finalizer nodepool-operator puts on a NodePool to remove its nodes before it goes.
-pub const NODEPOOL_FINALIZER: &str = "nodepool.dev/nodes";
+/// Finalizer nodepool-operator puts on each Node it creates (in the create request, so it
+/// costs no write): whoever deletes the node, it is drained before it goes, as Karpenter's
+/// `karpenter.sh/termination` does.
+pub const TERMINATION_FINALIZER: &str = "nodepool.dev/termination";
+/// The NodePool finalizer of versions before 0.2; removed from pools where it is found.
+pub const LEGACY_NODEPOOL_FINALIZER: &str = "nodepool.dev/nodes";
+/// Namespace of the node heartbeat Leases (what the kubelet and kwok use).
+pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 
 /// Field managers: one per operator, so server-side apply can tell their fields apart.
 pub mod field_manager {
@@ -34,6 +41,12 @@ pub mod field_manager {
     pub const NODEPOOL_OPERATOR: &str = "nodepool-operator";
     /// Everything autoscaler-operator writes: NodePool `spec.replicas`, Autoscaler status.
     pub const AUTOSCALER_OPERATOR: &str = "autoscaler-operator";
+    /// nodepool-operator's record of its last scaling (`status.lastScaleTime`). A manager of
+    /// its own, sent only by the reconcile that scaled: the main manager's later applies
+    /// leave the field out and, since they never owned it, do not remove it.
+    pub const NODEPOOL_OPERATOR_SCALING: &str = "nodepool-operator-scaling";
+    /// autoscaler-operator's record of its last scaling (`lastScaleTime`, `lastDecision`).
+    pub const AUTOSCALER_OPERATOR_SCALING: &str = "autoscaler-operator-scaling";
 }
 
 /// Condition types. Each is owned by exactly one operator.

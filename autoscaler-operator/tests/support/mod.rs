@@ -47,8 +47,8 @@ pub fn operators() -> &'static Running {
                     },
                     provider: nodepool_operator::provider::VirtualSettings {
                         provisioning_delay: Duration::from_millis(300),
-                        heartbeat_interval: Duration::from_secs(30),
                         taint_nodes: true,
+                        ..Default::default()
                     },
                     strategy: ConflictStrategy::Apply,
                 };

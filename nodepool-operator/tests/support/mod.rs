@@ -28,8 +28,8 @@ pub fn config(max_nodes: Option<u32>) -> Config {
         },
         provider: VirtualSettings {
             provisioning_delay: Duration::from_millis(300),
-            heartbeat_interval: Duration::from_secs(30),
             taint_nodes: true,
+            ..Default::default()
         },
         strategy: ConflictStrategy::Apply,
     }

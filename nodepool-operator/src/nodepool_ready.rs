@@ -2,31 +2,50 @@
 //! whether the pool the Autoscaler targets can get nodes. Written with this operator's
 //! field manager, next to the conditions autoscaler-operator owns in the same list.
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use operator_kit::events::{changed_or_deleted, hash_of};
 use operator_kit::metrics::ReconcileMetrics;
-use operator_kit::{Change, Target, WriteError, Writer};
+use operator_kit::watch::{Index, changed_or_deleted, feed_indexes, hash_of, trim_metadata};
+use operator_kit::{Change, ErrorBackoff, WriteError, Writer};
 use serde_json::json;
 use shared_crd::condition::{self, Condition, ConditionStatus};
 use shared_crd::{Autoscaler, NodePool, condition_type, reason};
 
 pub const CONTROLLER: &str = "nodepool-ready";
 
-pub struct BindingContext {
-    pub client: Client,
-    pub writer: Writer,
-    pub pools: Store<NodePool>,
-    pub metrics: Arc<ReconcileMetrics>,
-    pub concurrency: u16,
+pub struct Context {
+    client: Client,
+    writer: Writer,
+    pools: Store<NodePool>,
+    metrics: Arc<ReconcileMetrics>,
+    concurrency: u16,
+    backoff: ErrorBackoff,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        writer: Writer,
+        pools: Store<NodePool>,
+        metrics: Arc<ReconcileMetrics>,
+        concurrency: u16,
+    ) -> Self {
+        Self {
+            client,
+            writer,
+            pools,
+            metrics,
+            concurrency,
+            backoff: ErrorBackoff::default(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,29 +84,14 @@ pub fn nodepool_ready(
             reason::DELETING,
             format!("NodePool {pool_name} is being deleted"),
         ),
-        Some(p) => {
-            let scaling = p
-                .status
-                .as_ref()
-                .and_then(|s| condition::find(&s.conditions, condition_type::SCALING));
-            match scaling {
-                Some(c)
-                    if [
-                        reason::AT_QUOTA,
-                        reason::PROVIDER_ERROR,
-                        reason::INVALID_SPEC,
-                    ]
-                    .contains(&c.reason.as_str()) =>
-                {
-                    (ConditionStatus::False, c.reason.as_str(), c.message.clone())
-                }
-                _ => (
-                    ConditionStatus::True,
-                    reason::READY,
-                    format!("NodePool {pool_name} can get nodes"),
-                ),
-            }
-        }
+        Some(p) => match blocking_condition(p) {
+            Some(c) => (ConditionStatus::False, c.reason.as_str(), c.message.clone()),
+            None => (
+                ConditionStatus::True,
+                reason::READY,
+                format!("NodePool {pool_name} can get nodes"),
+            ),
+        },
     };
     Condition::new(
         condition_type::NODEPOOL_READY,
@@ -99,112 +103,125 @@ pub fn nodepool_ready(
     )
 }
 
-/// Runs the controller until the process ends.
+/// The pool's `Scaling` condition when it says the pool cannot get nodes.
+fn blocking_condition(pool: &NodePool) -> Option<&Condition> {
+    pool.status
+        .as_ref()
+        .and_then(|s| condition::find(&s.conditions, condition_type::SCALING))
+        .filter(|c| {
+            [
+                reason::AT_QUOTA,
+                reason::PROVIDER_ERROR,
+                reason::INVALID_SPEC,
+            ]
+            .contains(&c.reason.as_str())
+        })
+}
+
+/// Runs the controller until the process ends; `pool_events` is the operator's one
+/// NodePool watch.
 pub async fn run(
-    ctx: Arc<BindingContext>,
-    pool_events: impl futures::Stream<Item = Result<watcher::Event<NodePool>, watcher::Error>>
-    + Send
-    + 'static,
+    ctx: Arc<Context>,
+    pool_events: BoxStream<'static, watcher::Result<watcher::Event<NodePool>>>,
 ) {
     let autoscalers: Api<Autoscaler> = Api::all(ctx.client.clone());
     let (store, writer) = reflector::store();
+    let by_pool = Index::new(|a: &Autoscaler| Some(a.spec.node_pool_ref.name.clone()));
+    let autoscaler_events = feed_indexes(
+        watcher(autoscalers, watcher::Config::default())
+            .default_backoff()
+            .modify(trim_metadata)
+            .reflect(writer),
+        vec![by_pool.clone()],
+    );
     let metrics = ctx.metrics.clone();
-    let autoscaler_events = watcher(autoscalers, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer);
-    // Only which pool an Autoscaler targets matters here, not its status.
+    // Only which pool an Autoscaler targets matters here, and the condition itself
+    // (someone may remove it), not the rest of its status.
     let autoscaler_changes = changed_or_deleted(
         autoscaler_events,
-        |a: &Autoscaler| hash_of(&(a.metadata.generation, &a.spec.node_pool_ref.name)),
+        |a: &Autoscaler| hash_of(&(&a.spec.node_pool_ref.name, shown(a))),
         {
             let metrics = metrics.clone();
             move || metrics.skip_event(CONTROLLER, "Autoscaler")
         },
-    )
-    .filter_map(|r| async move { r.ok().map(Ok) });
+    );
     let pool_changes = changed_or_deleted(pool_events, pool_readiness, move || {
         metrics.skip_event(CONTROLLER, "NodePool")
     });
-    let by_pool = store.clone();
-    Controller::for_stream(autoscaler_changes, store)
+    let results = Controller::for_stream(autoscaler_changes, store)
         .with_config(ControllerConfig::default().concurrency(ctx.concurrency))
         .watches_stream(pool_changes, move |pool: NodePool| {
-            let name = pool.name_any();
-            by_pool
-                .state()
-                .into_iter()
-                .filter(|a| a.spec.node_pool_ref.name == name)
-                .map(|a| ObjectRef::from_obj(a.as_ref()))
-                .collect::<Vec<_>>()
+            by_pool.get(&pool.name_any())
         })
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
+        .run(reconcile, error_policy, ctx);
+    results
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(controller = CONTROLLER, error = %e, "reconcile failed");
+            }
+        })
         .await;
+}
+
+/// The condition as the Autoscaler shows it (without its time).
+fn shown(a: &Autoscaler) -> Option<(ConditionStatus, String, String)> {
+    let c = condition::find(
+        &a.status.as_ref()?.conditions,
+        condition_type::NODEPOOL_READY,
+    )?;
+    Some((c.status, c.reason.clone(), c.message.clone()))
 }
 
 /// What of a pool the condition depends on.
 fn pool_readiness(pool: &NodePool) -> u64 {
-    let scaling = pool
-        .status
-        .as_ref()
-        .and_then(|s| condition::find(&s.conditions, condition_type::SCALING))
-        .map(|c| (c.reason.clone(), c.message.clone()));
-    hash_of(&(pool.metadata.deletion_timestamp.is_some(), scaling))
+    let blocking = blocking_condition(pool).map(|c| (&c.reason, &c.message));
+    hash_of(&(pool.metadata.deletion_timestamp.is_some(), blocking))
 }
 
-async fn reconcile(autoscaler: Arc<Autoscaler>, ctx: Arc<BindingContext>) -> Result<Action, Error> {
+async fn reconcile(autoscaler: Arc<Autoscaler>, ctx: Arc<Context>) -> Result<Action, Error> {
     let write = write_condition(&autoscaler, &ctx);
     ctx.metrics
         .measure(CONTROLLER, write, Error::category)
         .await?;
-    Ok(Action::requeue(Duration::from_secs(300)))
+    ctx.backoff.reset(&autoscaler.name_any());
+    Ok(Action::await_change())
 }
 
-async fn write_condition(autoscaler: &Autoscaler, ctx: &BindingContext) -> Result<(), Error> {
+async fn write_condition(autoscaler: &Autoscaler, ctx: &Context) -> Result<(), Error> {
     let pool_name = &autoscaler.spec.node_pool_ref.name;
     let pool = ctx.pools.get(&ObjectRef::new(pool_name));
     let wanted = nodepool_ready(
         pool_name,
         pool.as_deref(),
         autoscaler.metadata.generation,
-        Time(Timestamp::now()),
+        shared_crd::time::now(),
     );
-    let mutate = |a: &mut Autoscaler| {
-        let status = a.status.get_or_insert_with(Default::default);
-        condition::upsert(&mut status.conditions, wanted.clone())
-    };
-    // For apply, the transition time must not move when nothing changed: keep the old one.
-    let mut applied = wanted.clone();
-    if let Some(old) = autoscaler
+    let shown = autoscaler
         .status
         .as_ref()
-        .and_then(|s| condition::find(&s.conditions, condition_type::NODEPOOL_READY))
-        && old.status == wanted.status
-    {
-        applied.last_transition_time = old.last_transition_time.clone();
-    }
-    let change = Change {
-        target: Target::Status,
-        mutate: &mutate,
-        apply: json!({"status": {"conditions": [applied]}}),
-    };
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let wanted = condition::carry_transition_time(wanted, shown);
     let api: Api<Autoscaler> = Api::all(ctx.client.clone());
     ctx.writer
-        .write(&api, autoscaler, &change)
+        .write(
+            &api,
+            autoscaler,
+            &Change::status(&json!({"conditions": [wanted]})),
+        )
         .await
         .map(|_| ())
         .map_err(Error::ConditionWriteFailed)
 }
 
-fn error_policy(_a: Arc<Autoscaler>, error: &Error, _ctx: Arc<BindingContext>) -> Action {
+fn error_policy(a: Arc<Autoscaler>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff.next(&a.name_any());
     let Error::ConditionWriteFailed(e) = error;
-    if e.is_conflict() {
-        Action::requeue(Duration::from_millis(200 + rand::random::<u64>() % 200))
-    } else {
-        tracing::warn!(error = %error, "NodePoolReady write failed");
-        Action::requeue(Duration::from_secs(5))
+    if !e.is_conflict() {
+        tracing::warn!(autoscaler = %a.name_any(), error = %error, ?delay, "NodePoolReady write failed");
     }
+    Action::requeue(delay)
 }
 
 #[cfg(test)]
@@ -213,7 +230,7 @@ mod tests {
     use shared_crd::{NodePoolSpec, NodePoolStatus, NodeTemplate};
 
     fn t() -> Time {
-        Time(Timestamp::from_second(1).unwrap())
+        Time(k8s_openapi::jiff::Timestamp::from_second(1).unwrap())
     }
 
     fn pool_with_scaling(reason: &str) -> NodePool {

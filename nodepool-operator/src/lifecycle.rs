@@ -1,0 +1,364 @@
+//! The end of a node and of its pods, as a kubelet and Karpenter's termination
+//! controller do it, one Node per reconcile:
+//! - a node whose pool is gone (or being deleted) is deleted; on a cluster with a
+//!   garbage collector the owner reference does the same;
+//! - a deleted node is cordoned and drained (its pods evicted, PodDisruptionBudgets
+//!   honoured) before its termination finalizer goes. The drain clock is the node's
+//!   `deletionTimestamp`, so a restart neither resets nor shortens it;
+//! - a pod being deleted on a virtual node is finished (no kubelet would).
+//!
+//! Progress is driven by pod events (a pod gone re-runs its node's drain), not polling.
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use operator_kit::ErrorBackoff;
+use operator_kit::metrics::ReconcileMetrics;
+use operator_kit::watch::{changed_or_deleted, hash_of};
+use serde_json::json;
+use shared_crd::{NODE_LEASE_NAMESPACE, NodePool, TERMINATION_FINALIZER};
+
+use crate::Caches;
+use crate::drain;
+use crate::provider::{is_virtual, pool_of};
+
+/// Controller name in metrics and logs.
+pub const CONTROLLER: &str = "node-lifecycle";
+
+pub struct Context {
+    client: Client,
+    recorder: Recorder,
+    caches: Caches,
+    drain_timeout: Duration,
+    metrics: Arc<ReconcileMetrics>,
+    backoff: ErrorBackoff,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        recorder: Recorder,
+        caches: Caches,
+        drain_timeout: Duration,
+        metrics: Arc<ReconcileMetrics>,
+    ) -> Self {
+        Self {
+            client,
+            recorder,
+            caches,
+            drain_timeout,
+            metrics,
+            backoff: ErrorBackoff::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("deleting orphaned node {node}: {source}")]
+    OrphanDeletionFailed {
+        node: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cordoning node {node}: {source}")]
+    CordonFailed {
+        node: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("evicting pod {pod}: {source}")]
+    EvictionFailed {
+        pod: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("finishing pod {pod}: {source}")]
+    PodFinishFailed {
+        pod: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("deleting the Lease of node {node}: {source}")]
+    LeaseDeletionFailed {
+        node: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("removing the termination finalizer of node {node}: {source}")]
+    FinalizerRemovalFailed {
+        node: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    /// Bounded label for metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::OrphanDeletionFailed { .. } => "orphan_delete",
+            Error::CordonFailed { .. } => "cordon",
+            Error::EvictionFailed { .. } => "evict",
+            Error::PodFinishFailed { .. } => "pod_finish",
+            Error::LeaseDeletionFailed { .. } => "lease_delete",
+            Error::FinalizerRemovalFailed { .. } => "finalizer",
+        }
+    }
+}
+
+/// Runs the controller until the process ends.
+pub async fn run(
+    ctx: Arc<Context>,
+    node_events: BoxStream<'static, watcher::Result<watcher::Event<Node>>>,
+    pod_events: BoxStream<'static, watcher::Result<watcher::Event<Pod>>>,
+    pool_events: BoxStream<'static, watcher::Result<watcher::Event<NodePool>>>,
+    concurrency: u16,
+) {
+    let skip = |kind: &'static str| {
+        let metrics = ctx.metrics.clone();
+        move || metrics.skip_event(CONTROLLER, kind)
+    };
+    let nodes = changed_or_deleted(node_events, node_state, skip("Node"));
+    let pods = changed_or_deleted(pod_events, pod_state, skip("Pod"));
+    // A pool deleted, or made anew under the same name, orphans its nodes.
+    let pools = changed_or_deleted(
+        pool_events,
+        |p: &NodePool| hash_of(&(&p.metadata.uid, p.metadata.deletion_timestamp.is_some())),
+        skip("NodePool"),
+    );
+    let (caches, pool_caches) = (ctx.caches.clone(), ctx.caches.clone());
+    let results = Controller::for_stream(nodes, ctx.caches.nodes.clone())
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .watches_stream(pods, move |pod: Pod| {
+            let node = pod.spec.as_ref().and_then(|s| s.node_name.clone())?;
+            let node = ObjectRef::<Node>::new(&node);
+            // Pods on nodes that are not this operator's are none of its business.
+            caches
+                .nodes
+                .get(&node)
+                .filter(|n| is_virtual(n))
+                .map(|_| node)
+        })
+        .watches_stream(pools, move |pool: NodePool| {
+            pool_caches.nodes_by_pool.get(&pool.name_any())
+        })
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx);
+    results
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(controller = CONTROLLER, error = %e, "reconcile failed");
+            }
+        })
+        .await;
+}
+
+/// What of a node this controller acts on.
+fn node_state(node: &Node) -> u64 {
+    hash_of(&(
+        node.metadata.deletion_timestamp.is_some(),
+        node.finalizers(),
+        node.owner_references()
+            .iter()
+            .map(|r| &r.uid)
+            .collect::<Vec<_>>(),
+        node.spec.as_ref().and_then(|s| s.unschedulable),
+    ))
+}
+
+/// What of a pod: where it is and whether it is on its way out.
+fn pod_state(pod: &Pod) -> u64 {
+    hash_of(&(
+        pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+        pod.metadata.deletion_timestamp.is_some(),
+    ))
+}
+
+async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let result = ctx
+        .metrics
+        .measure(CONTROLLER, reconcile_node(&node, &ctx), Error::category)
+        .await;
+    if result.is_ok() {
+        ctx.backoff.reset(&node.name_any());
+    }
+    result
+}
+
+fn error_policy(node: Arc<Node>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff.next(&node.name_any());
+    tracing::warn!(node = %node.name_any(), error = %error, ?delay, "node lifecycle step failed");
+    Action::requeue(delay)
+}
+
+async fn reconcile_node(node: &Node, ctx: &Context) -> Result<Action, Error> {
+    if !is_virtual(node) {
+        // Foreign nodes are never adopted, drained or deleted.
+        return Ok(Action::await_change());
+    }
+    let name = node.name_any();
+    let pods = ctx.caches.pods_on(&name);
+    // The kubelet's last step for a pod being deleted: there are no containers to stop.
+    for pod in pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_some())
+    {
+        finish(ctx, pod).await?;
+    }
+    let Some(deleted_at) = node.metadata.deletion_timestamp.as_ref() else {
+        if is_orphaned(node, ctx) {
+            let nodes: Api<Node> = Api::all(ctx.client.clone());
+            match nodes.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => tracing::info!(node = %name, "deleting node: its pool is gone"),
+                Err(kube::Error::Api(s)) if s.is_not_found() => {}
+                Err(source) => return Err(Error::OrphanDeletionFailed { node: name, source }),
+            }
+        }
+        return Ok(Action::await_change());
+    };
+    if !node.finalizers().iter().any(|f| f == TERMINATION_FINALIZER) {
+        return Ok(Action::await_change());
+    }
+
+    // Drain: cordon, then evict what is left, until nothing is or the time is up.
+    if node.spec.as_ref().and_then(|s| s.unschedulable) != Some(true) {
+        let nodes: Api<Node> = Api::all(ctx.client.clone());
+        let patch = json!({"spec": {"unschedulable": true}});
+        match nodes
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.is_not_found() => return Ok(Action::await_change()),
+            Err(source) => return Err(Error::CordonFailed { node: name, source }),
+        }
+    }
+    let remaining: Vec<&Arc<Pod>> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && !drain::stays_on_drain(p))
+        .collect();
+    let elapsed =
+        Duration::try_from(Timestamp::now().duration_since(deleted_at.0)).unwrap_or_default();
+    if !remaining.is_empty() && elapsed < ctx.drain_timeout {
+        let mut blocked = 0;
+        for pod in &remaining {
+            let refused =
+                drain::evict(&ctx.client, pod)
+                    .await
+                    .map_err(|source| Error::EvictionFailed {
+                        pod: pod_key(pod),
+                        source,
+                    })?;
+            blocked += usize::from(refused);
+        }
+        tracing::info!(node = %name, remaining = remaining.len(), blocked, "draining");
+        // Pod events bring the next step sooner; this is the deadline.
+        return Ok(Action::requeue(ctx.drain_timeout - elapsed));
+    }
+    if !remaining.is_empty() {
+        let note = format!(
+            "node {name}: {} pod(s) not evicted within {:?}; deleting them",
+            remaining.len(),
+            ctx.drain_timeout
+        );
+        publish(ctx, node, EventType::Warning, "NodeDrainTimeout", note).await;
+    }
+    // Nothing may run on a node that goes away: DaemonSet and mirror pods go last.
+    for pod in &pods {
+        finish(ctx, pod).await?;
+    }
+    let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), NODE_LEASE_NAMESPACE);
+    match leases.delete(&name, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.is_not_found() => {}
+        Err(source) => return Err(Error::LeaseDeletionFailed { node: name, source }),
+    }
+    remove_finalizer(ctx, node).await?;
+    tracing::info!(node = %name, drained_in = ?elapsed, "node drained and removed");
+    Ok(Action::await_change())
+}
+
+/// Whether the pool that owns `node` is gone, made anew (another uid) or being deleted.
+fn is_orphaned(node: &Node, ctx: &Context) -> bool {
+    let Some(pool_name) = pool_of(node) else {
+        return false;
+    };
+    let Some(owner) = node
+        .owner_references()
+        .iter()
+        .find(|r| r.kind == "NodePool" && r.controller == Some(true))
+    else {
+        return false;
+    };
+    match ctx.caches.pools.get(&ObjectRef::new(pool_name)) {
+        None => true,
+        Some(pool) => {
+            pool.metadata.uid.as_deref() != Some(owner.uid.as_str())
+                || pool.metadata.deletion_timestamp.is_some()
+        }
+    }
+}
+
+async fn finish(ctx: &Context, pod: &Pod) -> Result<(), Error> {
+    drain::finish(&ctx.client, pod)
+        .await
+        .map_err(|source| Error::PodFinishFailed {
+            pod: pod_key(pod),
+            source,
+        })
+}
+
+async fn remove_finalizer(ctx: &Context, node: &Node) -> Result<(), Error> {
+    let finalizers = node.finalizers();
+    let kept: Vec<&String> = finalizers
+        .iter()
+        .filter(|f| *f != TERMINATION_FINALIZER)
+        .collect();
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
+        {"op": "replace", "path": "/metadata/finalizers", "value": kept},
+    ]))
+    .expect("a valid JSON patch");
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    match nodes
+        .patch(
+            &node.name_any(),
+            &PatchParams::default(),
+            &Patch::Json::<()>(patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
+        Err(source) => Err(Error::FinalizerRemovalFailed {
+            node: node.name_any(),
+            source,
+        }),
+    }
+}
+
+fn pod_key(pod: &Pod) -> String {
+    format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
+}
+
+async fn publish(ctx: &Context, node: &Node, type_: EventType, reason: &str, note: String) {
+    let event = KubeEvent {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Drain".into(),
+        secondary: None,
+    };
+    operator_kit::events::publish(&ctx.recorder, node, event).await;
+}
