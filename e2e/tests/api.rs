@@ -225,3 +225,44 @@ async fn two_field_managers_each_own_their_condition_in_one_list() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn two_field_managers_each_own_their_condition_on_a_nodepool() {
+    let client = shared().client().await.unwrap();
+    let pools: Api<NodePool> = Api::all(client);
+    let name = unique_name("lm-pool");
+    pools
+        .create(&PostParams::default(), &fixtures::nodepool(&name, 1))
+        .await
+        .unwrap();
+    let condition = |type_: &str| {
+        json!({"type": type_, "status": "True", "reason": "Test", "message": "set by a test",
+               "lastTransitionTime": "2026-01-01T00:00:00Z"})
+    };
+    let apply = |conditions: serde_json::Value| {
+        json!({"apiVersion": "nodepool.dev/v1alpha1", "kind": "NodePool",
+               "metadata": {"name": name}, "status": {"conditions": conditions}})
+    };
+    let by = |manager: &str| PatchParams::apply(manager).force();
+    for (manager, conditions) in [
+        ("auditor", json!([condition("Audited")])),
+        (
+            "nodepool-operator",
+            json!([condition("Ready"), condition("Scaling")]),
+        ),
+    ] {
+        pools
+            .patch_status(&name, &by(manager), &Patch::Apply(apply(conditions)))
+            .await
+            .unwrap();
+    }
+    let after = pools.get(&name).await.unwrap();
+    let types: Vec<_> = after
+        .status
+        .unwrap()
+        .conditions
+        .iter()
+        .map(|c| c.type_.clone())
+        .collect();
+    assert_eq!(types, ["Audited", "Ready", "Scaling"]);
+}

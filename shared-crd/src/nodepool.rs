@@ -64,12 +64,26 @@ pub struct NodeTemplate {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeCapacity {
-    /// CPU cores, e.g. `2` or `1500m`.
+    /// CPU cores, e.g. `"2"` or `"1500m"`.
+    #[schemars(schema_with = "quantity_string")]
     pub cpu: Quantity,
-    /// Memory, e.g. `8Gi`.
+    /// Memory, e.g. `"8Gi"`.
+    #[schemars(schema_with = "quantity_string")]
     pub memory: Quantity,
-    /// Maximum pods, e.g. `110`.
+    /// Maximum pods, e.g. `"110"`.
+    #[schemars(schema_with = "quantity_string")]
     pub pods: Quantity,
+}
+
+/// A quantity as a string. Not `x-kubernetes-int-or-string`: one such field makes a
+/// 1.20 API server build no server-side-apply model for the whole kind, and then every
+/// list of it is atomic, so one field manager's conditions replace another's (the test
+/// `two_field_managers_each_own_their_condition_on_a_nodepool` shows it).
+fn quantity_string(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "description": "A Kubernetes quantity, as a string: \"2\", \"1500m\", \"8Gi\"."
+    })
 }
 
 impl Default for NodeCapacity {
@@ -138,8 +152,10 @@ pub struct NodePoolStatus {
     /// When a node was last added or removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scale_time: Option<Time>,
-    /// `Ready` and `Scaling`.
-    #[serde(default)]
+    /// `Ready` and `Scaling` (nodepool-operator), and any other manager's own.
+    // No schema default: a 1.20 server treats a list-map with a default as atomic, and
+    // one manager's apply then replaces every other manager's conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "condition::list_map_schema")]
     pub conditions: Vec<Condition>,
 }

@@ -39,38 +39,86 @@ pub fn config(max_nodes: Option<u32>) -> Config {
 pub fn operator(config: Config) -> &'static Running {
     static RUNNING: OnceLock<Running> = OnceLock::new();
     RUNNING.get_or_init(|| {
-        let cp = shared();
-        let kubeconfig = cp.kubeconfig().to_owned();
-        let metrics = operator_kit::metrics::operator_metrics("nodepool_operator");
-        let (writes, reconciles) = (metrics.writes, metrics.reconciles);
+        let instance = start(config);
         let running = Running {
-            writes: writes.clone(),
-            reconciles: reconciles.clone(),
+            writes: instance.writes.clone(),
+            reconciles: instance.reconciles.clone(),
         };
-        let readiness = Readiness::default();
-        let ready = readiness.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Runtime::new().expect("runtime");
-            rt.block_on(async move {
-                let cp_client = e2e::ControlPlane::client_for_kubeconfig(
-                    &kubeconfig,
-                    e2e::Identity::NodepoolOperator,
-                )
-                .await
-                .expect("client");
-                run_operator(cp_client, config, writes, reconciles, readiness).await;
-            });
-        });
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while !ready.is_ready() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "operator not ready after 30s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // Runs for the life of the test binary.
+        std::mem::forget(instance);
         running
     })
+}
+
+/// One operator process's worth of state, running in-process until stopped.
+pub struct Instance {
+    pub writes: Arc<WriteMetrics>,
+    pub reconciles: Arc<ReconcileMetrics>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Instance {
+    /// Stops it as a killed process stops: everything in memory is gone.
+    pub fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("operator thread");
+        }
+    }
+}
+
+/// Starts an operator with fresh metrics and waits until its caches have synced.
+pub fn start(config: Config) -> Instance {
+    let cp = shared();
+    let kubeconfig = cp.kubeconfig().to_owned();
+    let metrics = operator_kit::metrics::operator_metrics("nodepool_operator");
+    let (writes, reconciles) = (metrics.writes, metrics.reconciles);
+    let readiness = Readiness::default();
+    let ready = readiness.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (w, r) = (writes.clone(), reconciles.clone());
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async move {
+            let client = e2e::ControlPlane::client_for_kubeconfig(
+                &kubeconfig,
+                e2e::Identity::NodepoolOperator,
+            )
+            .await
+            .expect("client");
+            tokio::select! {
+                () = run_operator(client, config, w, r, readiness) => {}
+                _ = stopped => {}
+            }
+        });
+        // Dropping the runtime cancels every task the operator spawned.
+        rt.shutdown_timeout(Duration::from_secs(5));
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !ready.is_ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "operator not ready after 30s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Instance {
+        writes,
+        reconciles,
+        stop: Some(stop),
+        thread: Some(thread),
+    }
+}
+
+/// Writes the operator sent so far (all resources and strategies but events).
+pub fn written(writes: &WriteMetrics) -> u64 {
+    ["nodepools/status", "autoscalers/status", "nodepools"]
+        .iter()
+        .flat_map(|r| ["lazy", "retry", "apply"].map(|s| writes.count(r, s, "written")))
+        .sum()
 }
 
 /// The pool's nodes, from the API server.
