@@ -12,6 +12,7 @@ use operator_kit::metrics::{ReconcileMetrics, WriteMetrics};
 pub struct Running {
     pub autoscaler_writes: Arc<WriteMetrics>,
     pub autoscaler_reconciles: Arc<ReconcileMetrics>,
+    pub nodepool_writes: Arc<WriteMetrics>,
 }
 
 pub fn operators() -> &'static Running {
@@ -25,6 +26,7 @@ pub fn operators() -> &'static Running {
         let running = Running {
             autoscaler_writes: as_writes.clone(),
             autoscaler_reconciles: as_reconciles.clone(),
+            nodepool_writes: np_writes.clone(),
         };
         let (np_ready, as_ready) = (Readiness::default(), Readiness::default());
         let (np_flag, as_flag) = (np_ready.clone(), as_ready.clone());
@@ -54,7 +56,8 @@ pub fn operators() -> &'static Running {
                 };
                 let auto = autoscaler_operator::Config {
                     settings: autoscaler_operator::Settings {
-                        resync: Duration::from_secs(30),
+                        // Often, so that the steady-state test sees many resyncs.
+                        resync: Duration::from_secs(2),
                         concurrency: 4,
                     },
                     strategy: ConflictStrategy::Apply,
@@ -87,4 +90,12 @@ pub fn operators() -> &'static Running {
         }
         running
     })
+}
+
+/// Writes an operator sent so far (all resources and strategies; events not counted).
+pub fn written(writes: &WriteMetrics) -> u64 {
+    ["nodepools/status", "autoscalers/status", "nodepools"]
+        .iter()
+        .flat_map(|r| ["lazy", "retry", "apply"].map(|s| writes.count(r, s, "written")))
+        .sum()
 }
