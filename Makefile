@@ -78,6 +78,11 @@ bench: assets ## The timeline 3 times per strategy: medians of conflicts, reques
 	$(CARGO) build -q -p nodepool-operator -p autoscaler-operator -p e2e --bins
 	$(CARGO) run -q -p e2e --bin timeline -- --bin-dir target/debug --results results --repeat 3 --lines 0
 
+.PHONY: bench-scale
+bench-scale: assets ## 1,000 pools, both operators, every strategy: requests vs minimum, idle writes, CPU, RSS (results/)
+	$(CARGO) build -q --release -p nodepool-operator -p autoscaler-operator -p e2e --bins
+	target/release/scale-bench --bin-dir target/release --results results $(BENCH_SCALE_ARGS)
+
 .PHONY: images
 images: ## Build one container image per operator (needs a Docker engine)
 	for op in nodepool-operator autoscaler-operator; do \

@@ -7,6 +7,7 @@ pub mod control_plane;
 pub use control_plane::{ControlPlane, Identity, shared, unique_name};
 pub mod fixtures;
 pub mod report;
+pub mod scale;
 pub mod timeline;
 
 use std::future::Future;

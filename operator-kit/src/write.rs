@@ -167,7 +167,7 @@ pub struct Writer {
     strategy: ConflictStrategy,
     field_manager: String,
     metrics: Option<Arc<WriteMetrics>>,
-    /// This writer's recent writes by object and manager, until the cache shows them.
+    /// This writer's recent writes by object, until the cache shows them.
     expectations: Arc<Mutex<HashMap<String, Expectation>>>,
 }
 
@@ -217,8 +217,10 @@ impl Writer {
 
         // Compare before writing: a no-op write still costs the API server a request,
         // a new resourceVersion, and a watch event to every watcher.
+        // By object, not by manager: the reconcile after the one that scaled sends the main
+        // manager's fields, a subset of what the scaling record's write just sent.
         let key = format!(
-            "{resource}/{}/{name}/{manager}",
+            "{resource}/{}/{name}",
             cached.namespace().unwrap_or_default()
         );
         let desired = match change.merged_into(cached) {
@@ -234,6 +236,15 @@ impl Writer {
             return Ok(WriteOutcome::Unchanged);
         }
 
+        tracing::debug!(
+            resource,
+            name,
+            field_manager = manager,
+            strategy = self.strategy.name(),
+            cached_resource_version = cached.meta().resource_version.as_deref().unwrap_or(""),
+            body = %change.body,
+            "writing"
+        );
         let result = match self.strategy {
             ConflictStrategy::Lazy => {
                 match self.put(api, &name, change.target, manager, &desired).await {

@@ -1,0 +1,85 @@
+//! `make bench-scale`: both operators at scale, measured by the API server (see `e2e::scale`).
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Parser;
+use e2e::scale::{self, Options, Scenario};
+
+#[derive(Parser)]
+#[command(about = "NodePools at scale: requests, idle writes, convergence, CPU and memory")]
+struct Cli {
+    /// Pools per run.
+    #[arg(long, default_value_t = 1000)]
+    pools: usize,
+    /// Scenarios, in order: pools (nodepool-operator alone), both.
+    #[arg(long, value_delimiter = ',', default_value = "pools,both")]
+    scenarios: Vec<String>,
+    /// Conflict strategies, in order.
+    #[arg(long, value_delimiter = ',', default_value = "apply,retry,lazy")]
+    strategies: Vec<String>,
+    /// Runs per scenario and strategy; the table shows medians.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    /// Seconds of idle measured after convergence.
+    #[arg(long, default_value_t = 60)]
+    idle_seconds: u64,
+    /// Objects created at once.
+    #[arg(long, default_value_t = 16)]
+    parallel: usize,
+    /// Where the operator binaries are (a release build, for figures worth quoting).
+    #[arg(long, default_value = "target/release")]
+    bin_dir: PathBuf,
+    #[arg(long, default_value = "results")]
+    results: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let stamp = k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y%m%d-%H%M%S")
+        .to_string();
+    let out = cli.results.join(format!("scale-{stamp}"));
+    let opts = Options {
+        bin_dir: std::path::absolute(&cli.bin_dir)?,
+        log_dir: out.join("logs"),
+        pools: cli.pools,
+        idle: Duration::from_secs(cli.idle_seconds),
+        parallel: cli.parallel,
+    };
+    let mut runs = Vec::new();
+    for _ in 0..cli.repeat.max(1) {
+        for scenario in &cli.scenarios {
+            let scenario = match scenario.as_str() {
+                "pools" => Scenario::Pools,
+                "both" => Scenario::Both,
+                other => anyhow::bail!("unknown scenario {other:?} (pools, both)"),
+            };
+            for strategy in &cli.strategies {
+                eprintln!(
+                    "== {} / {strategy}: {} pools on a fresh control plane",
+                    scenario.name(),
+                    cli.pools
+                );
+                let run = scale::run(scenario, strategy, &opts).await?;
+                eprintln!(
+                    "   converged {:?} s after the last create; {} mutating requests (minimum {}, ratio {:.2}); {} in {} s of idle (+{} Lease writes)",
+                    run.converged_after_s.map(|s| (s * 10.0).round() / 10.0),
+                    run.converge_total,
+                    run.minimum,
+                    run.ratio(),
+                    run.idle_total,
+                    run.idle_seconds,
+                    run.idle_lease_writes
+                );
+                runs.push(run);
+                scale::write_results(&out, &runs)?;
+            }
+        }
+    }
+    println!("{}", scale::table(&runs));
+    println!("{}", scale::breakdown(&runs));
+    println!("results in {}", out.display());
+    Ok(())
+}
