@@ -97,6 +97,11 @@ pub enum Error {
     NodeDeletionFailed(ProviderError),
     #[error("removing the legacy finalizer: {0}")]
     LegacyFinalizerRemovalFailed(#[source] kube::Error),
+    /// A create met a node the cache does not show yet: what this reconcile observed is
+    /// stale, so it reports nothing and runs again (a foreign node holding one of the
+    /// pool's names keeps it here, with growing delays, and says so in the log).
+    #[error("node {0} exists but the node cache does not show it yet")]
+    NodeCacheBehind(String),
 }
 
 impl Error {
@@ -108,6 +113,7 @@ impl Error {
             Error::StatusWriteFailed(_) => "status_write",
             Error::NodeDeletionFailed(_) => "provider",
             Error::LegacyFinalizerRemovalFailed(_) => "finalizer",
+            Error::NodeCacheBehind(_) => "cache_behind",
         }
     }
 }
@@ -175,6 +181,9 @@ fn error_policy(pool: Arc<NodePool>, error: &Error, ctx: Arc<Context>) -> Action
         Error::StatusWriteFailed(e) if e.is_conflict() => {
             tracing::debug!(pool = %pool.name_any(), ?delay, "conflict; requeued");
         }
+        Error::NodeCacheBehind(_) if delay < Duration::from_secs(1) => {
+            tracing::debug!(pool = %pool.name_any(), error = %error, ?delay, "requeued");
+        }
         _ => tracing::warn!(pool = %pool.name_any(), error = %error, ?delay, "reconcile failed"),
     }
     Action::requeue(delay)
@@ -184,6 +193,8 @@ fn error_policy(pool: Arc<NodePool>, error: &Error, ctx: Arc<Context>) -> Action
 #[derive(Default)]
 struct Acted {
     created: Vec<Node>,
+    /// A node that existed already though the cache did not show it.
+    unseen: Option<String>,
     removed: HashSet<String>,
     blocker: Option<Blocker>,
 }
@@ -248,7 +259,10 @@ async fn reconcile_pool(pool: &NodePool, ctx: &Context) -> Result<Action, Error>
         remove_nodes(ctx, &victims, &mut acted).await?;
     }
 
-    // Report.
+    // Report, from an observation that is not known to be stale.
+    if let Some(node) = acted.unseen.take() {
+        return Err(Error::NodeCacheBehind(node));
+    }
     report(pool, ctx, &live, &acted).await?;
     if !acted.created.is_empty() {
         let note = format!(
@@ -289,10 +303,10 @@ async fn create_nodes(
     let names = free_node_names(pool, taken, count);
     let results =
         futures::future::join_all(names.iter().map(|n| ctx.provider.create(pool, n))).await;
-    for result in results {
+    for (name, result) in names.into_iter().zip(results) {
         match result {
             Ok(Created::New(node)) => acted.created.push(*node),
-            Ok(Created::AlreadyExists) => {}
+            Ok(Created::AlreadyExists) => acted.unseen = Some(name),
             Err(e) => {
                 if acted.blocker.is_none() {
                     acted.blocker = Some(Blocker::ProviderError(e.to_string()));

@@ -223,19 +223,29 @@ impl Writer {
             "{resource}/{}/{name}",
             cached.namespace().unwrap_or_default()
         );
+        // Our own last write to this object, when the cache does not show it yet: then the
+        // cache cannot say "unchanged", and a change within that write is no news.
+        let pending = self.pending_write(&key, cached);
         let desired = match change.merged_into(cached) {
-            Ok(Some(desired)) => desired,
-            Ok(None) => {
+            Ok(desired) => desired,
+            Err(e) => return Err(fail(0, kube::Error::SerdeError(e))),
+        };
+        match (&desired, &pending) {
+            (_, Some(last))
+                if crate::merge::is_within(&change.body, last, &EXPECTATION_IGNORES) =>
+            {
+                self.count_result(&resource, "expected");
+                return Ok(WriteOutcome::Unchanged);
+            }
+            (None, None) => {
                 self.count_result(&resource, "unchanged");
                 return Ok(WriteOutcome::Unchanged);
             }
-            Err(e) => return Err(fail(0, kube::Error::SerdeError(e))),
-        };
-        if self.already_written(&key, cached, &change.body) {
-            self.count_result(&resource, "expected");
-            return Ok(WriteOutcome::Unchanged);
+            _ => {}
         }
-
+        // With a pending write the cached copy may already look right and still be stale:
+        // write anyway (a PUT of that stale copy meets the 409 it deserves).
+        let desired = desired.unwrap_or_else(|| cached.clone());
         tracing::debug!(
             resource,
             name,
@@ -293,20 +303,18 @@ impl Writer {
         result
     }
 
-    /// Whether this writer wrote `body` (or more) to the object recently and the cached
-    /// copy does not show that write yet.
-    fn already_written<K: Resource>(&self, key: &str, cached: &K, body: &Value) -> bool {
+    /// The body this writer last wrote to the object, while the cached copy does not
+    /// show that write yet (and for [`EXPECTATION_TTL`] at most).
+    fn pending_write<K: Resource>(&self, key: &str, cached: &K) -> Option<Value> {
         let mut expectations = self.expectations.lock().expect("not poisoned");
-        let Some(e) = expectations.get(key) else {
-            return false;
-        };
+        let e = expectations.get(key)?;
         let caught_up = e.resource_version.is_some()
             && e.resource_version.as_deref() == cached.meta().resource_version.as_deref();
         if caught_up || e.at.elapsed() > EXPECTATION_TTL {
             expectations.remove(key);
-            return false;
+            return None;
         }
-        crate::merge::is_within(body, &e.body, &EXPECTATION_IGNORES)
+        Some(e.body.clone())
     }
 
     fn remember(&self, key: String, resource_version: Option<String>, body: &Value) {
