@@ -59,6 +59,8 @@ pub struct Options {
 pub struct ProcessCost {
     pub cpu_seconds: f64,
     pub peak_rss_mb: f64,
+    /// RSS at the end of the idle period.
+    pub rss_mb: f64,
 }
 
 /// One measured run.
@@ -449,6 +451,7 @@ impl Process {
             cpu_seconds: cpu_seconds(self.pid).unwrap_or(0.0),
             peak_rss_mb: proc_status_kb(self.pid, "VmHWM:").unwrap_or(self.peak_rss_kb) as f64
                 / 1024.0,
+            rss_mb: proc_status_kb(self.pid, "VmRSS:").unwrap_or(0) as f64 / 1024.0,
         };
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &self.pid.to_string()])
@@ -512,7 +515,7 @@ pub fn median(mut values: Vec<f64>) -> Option<f64> {
     }
     values.sort_by(f64::total_cmp);
     let mid = values.len() / 2;
-    Some(if values.len() % 2 == 0 {
+    Some(if values.len().is_multiple_of(2) {
         (values[mid - 1] + values[mid]) / 2.0
     } else {
         values[mid]
@@ -551,7 +554,8 @@ pub fn table(runs: &[Run]) -> String {
             med(rs, &|r| r.converged_after_s),
             med(rs, &|r| Some(r.converge_total as f64)),
             rs[0].minimum,
-            med(rs, &|r| Some(r.ratio())).replace(".0", ".0"),
+            median(rs.iter().map(|r| r.ratio()).collect())
+                .map_or("-".to_owned(), |v| format!("{v:.2}")),
             med(rs, &|r| Some(r.idle_total as f64)),
             med(rs, &|r| Some(r.idle_lease_writes as f64)),
             med(rs, &cost("nodepool-operator", false)),

@@ -211,7 +211,11 @@ async fn apply_needs_no_lock_and_owns_only_its_field() {
     assert_eq!(fields.keys().collect::<Vec<_>>(), ["f:spec"], "{owned:?}");
     let mut spec: Vec<_> = fields["f:spec"].as_object().unwrap().keys().collect();
     spec.retain(|k| *k != ".");
-    assert_eq!(spec, ["f:replicas"], "autoscaler owns exactly spec.replicas");
+    assert_eq!(
+        spec,
+        ["f:replicas"],
+        "autoscaler owns exactly spec.replicas"
+    );
 }
 
 #[tokio::test]
