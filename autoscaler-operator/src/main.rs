@@ -27,7 +27,9 @@ struct Cli {
 /// Beside nodepool-operator's 8081, so both run on one machine with their defaults.
 const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:8082";
 
-#[tokio::main]
+// One thread: a reconcile waits on the API server, not the CPU; a second thread
+// costs a malloc arena of its own (make bench-scale: 36.5 -> 35.1 MB, 3.7 -> 2.0 CPU-s).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let process = operator_kit::process::start(

@@ -176,7 +176,7 @@ pub fn comparison_table(runs: &[Run]) -> String {
     out.push_str(
         "Each cell is the median over `runs`. 409s: conflicts both operators got; retries: re-read-and-retry\n\
          attempts; failed: reconciles that returned an error (each is requeued and runs again in full);\n\
-         update/apply/patch/get: API requests by verb; skipped: writes not sent because nothing changed;\n\
+         update/apply/patch/get: API requests by verb; skipped: writes not sent (nothing changed, or just written);\n\
          up/down: seconds to converge; final: desired size, ready nodes and every writer's fields present.\n",
     );
     out

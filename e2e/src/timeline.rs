@@ -577,7 +577,12 @@ pub fn parse_metrics(text: &str) -> Counters {
                     c.failed_reconciles += value;
                 }
             }
-            Some("writes_skipped_total") => c.writes_skipped += value,
+            // Not sent: the object had it, or this writer had just written it.
+            Some("writes_total")
+                if matches!(label("result").as_deref(), Some("unchanged" | "expected")) =>
+            {
+                c.writes_skipped += value
+            }
             Some("reconcile_triggers_total")
                 if label("trigger").as_deref() == Some("error_requeue") =>
             {
@@ -687,7 +692,9 @@ nodepool_operator_conflicts_total{resource="autoscalers/status",strategy="lazy"}
 nodepool_operator_write_retries_total{resource="nodepools/status",strategy="retry"} 4
 nodepool_operator_reconciles_total{controller="nodepool",result="ok"} 10
 nodepool_operator_reconciles_total{controller="nodepool",result="conflict"} 3
-nodepool_operator_writes_skipped_total{resource="nodepools/status",strategy="lazy"} 7
+nodepool_operator_writes_total{resource="nodepools/status",strategy="lazy",result="unchanged"} 5
+nodepool_operator_writes_total{resource="nodepools/status",strategy="lazy",result="expected"} 2
+nodepool_operator_writes_total{resource="nodepools/status",strategy="lazy",result="written"} 9
 nodepool_operator_reconcile_triggers_total{kind="NodePool",trigger="error_requeue",related=""} 3
 nodepool_operator_reconcile_triggers_total{kind="NodePool",trigger="object_updated",related=""} 5
 nodepool_operator_api_requests_total{verb="update",resource="nodepools/status",code="409"} 3
