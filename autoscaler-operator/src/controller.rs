@@ -223,13 +223,7 @@ pub async fn run(ctx: Arc<Context>, watches: Watches) {
         })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx);
-    results
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(controller = CONTROLLER, error = %e, "reconcile failed");
-            }
-        })
-        .await;
+    operator_kit::metrics::run_to_end(results, CONTROLLER).await;
 }
 
 impl Context {
@@ -282,14 +276,10 @@ fn reporter() -> Reporter {
 }
 
 async fn reconcile(a: Arc<Autoscaler>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let result = ctx
+    let measured = ctx
         .metrics
-        .measure(CONTROLLER, reconcile_autoscaler(&a, &ctx), Error::category)
-        .await;
-    if result.is_ok() {
-        ctx.backoff.reset(&a.name_any());
-    }
-    result
+        .measure(CONTROLLER, reconcile_autoscaler(&a, &ctx), Error::category);
+    ctx.backoff.track(&a.name_any(), measured).await
 }
 
 /// Per-object exponential backoff (5 ms doubling to 1000 s, reset on success). A conflict

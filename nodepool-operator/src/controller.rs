@@ -139,7 +139,7 @@ pub async fn run(
         })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx);
-    crate::drain_results(results, CONTROLLER).await;
+    operator_kit::metrics::run_to_end(results, CONTROLLER).await;
 }
 
 /// What of a pool a reconcile acts on: its spec (generation) and its deletion.
@@ -163,14 +163,10 @@ fn node_state(node: &Node) -> u64 {
 }
 
 async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let result = ctx
+    let measured = ctx
         .metrics
-        .measure(CONTROLLER, reconcile_pool(&pool, &ctx), Error::category)
-        .await;
-    if result.is_ok() {
-        ctx.backoff.reset(&pool.name_any());
-    }
-    result
+        .measure(CONTROLLER, reconcile_pool(&pool, &ctx), Error::category);
+    ctx.backoff.track(&pool.name_any(), measured).await
 }
 
 /// Per-object exponential backoff (5 ms doubling to 1000 s, reset on success). A conflict

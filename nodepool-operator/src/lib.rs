@@ -22,7 +22,6 @@ pub use controller::{Context, Settings};
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod, PodSpec, PodStatus};
 use kube::Client;
 use kube::api::Api;
@@ -249,19 +248,4 @@ pub fn reporter() -> Reporter {
         controller: field_manager::NODEPOOL_OPERATOR.into(),
         instance: std::env::var("POD_NAME").ok(),
     }
-}
-
-/// The stream adapter both main.rs and tests use to drain a controller's results.
-pub(crate) async fn drain_results<S, T, E>(results: S, controller: &'static str)
-where
-    S: futures::Stream<Item = Result<T, E>>,
-    E: std::fmt::Display,
-{
-    results
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(controller, error = %e, "reconcile failed");
-            }
-        })
-        .await;
 }

@@ -11,7 +11,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::stream::BoxStream;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -155,13 +154,7 @@ pub async fn run(
         })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx);
-    results
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(controller = CONTROLLER, error = %e, "reconcile failed");
-            }
-        })
-        .await;
+    operator_kit::metrics::run_to_end(results, CONTROLLER).await;
 }
 
 /// What of a node this controller acts on.
@@ -186,14 +179,10 @@ fn pod_state(pod: &Pod) -> u64 {
 }
 
 async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let result = ctx
+    let measured = ctx
         .metrics
-        .measure(CONTROLLER, reconcile_node(&node, &ctx), Error::category)
-        .await;
-    if result.is_ok() {
-        ctx.backoff.reset(&node.name_any());
-    }
-    result
+        .measure(CONTROLLER, reconcile_node(&node, &ctx), Error::category);
+    ctx.backoff.track(&node.name_any(), measured).await
 }
 
 fn error_policy(node: Arc<Node>, error: &Error, ctx: Arc<Context>) -> Action {

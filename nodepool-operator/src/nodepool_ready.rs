@@ -3,7 +3,6 @@
 //! field manager, next to the conditions autoscaler-operator owns in the same list.
 use std::sync::Arc;
 
-use futures::StreamExt;
 use futures::stream::BoxStream;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
@@ -155,13 +154,7 @@ pub async fn run(
         })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx);
-    results
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(controller = CONTROLLER, error = %e, "reconcile failed");
-            }
-        })
-        .await;
+    operator_kit::metrics::run_to_end(results, CONTROLLER).await;
 }
 
 /// The condition as the Autoscaler shows it (without its time).
@@ -180,11 +173,12 @@ fn pool_readiness(pool: &NodePool) -> u64 {
 }
 
 async fn reconcile(autoscaler: Arc<Autoscaler>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let write = write_condition(&autoscaler, &ctx);
-    ctx.metrics
-        .measure(CONTROLLER, write, Error::category)
-        .await?;
-    ctx.backoff.reset(&autoscaler.name_any());
+    let measured = ctx.metrics.measure(
+        CONTROLLER,
+        write_condition(&autoscaler, &ctx),
+        Error::category,
+    );
+    ctx.backoff.track(&autoscaler.name_any(), measured).await?;
     Ok(Action::await_change())
 }
 

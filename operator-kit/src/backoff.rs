@@ -120,6 +120,19 @@ impl ErrorBackoff {
         delay
     }
 
+    /// Runs one reconcile of `key`; a success forgets its failures.
+    pub async fn track<T, E>(
+        &self,
+        key: &str,
+        reconcile: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let result = reconcile.await;
+        if result.is_ok() {
+            self.reset(key);
+        }
+        result
+    }
+
     /// Forgets the failures of `key` (after a success).
     pub fn reset(&self, key: &str) {
         self.failures.lock().expect("not poisoned").remove(key);

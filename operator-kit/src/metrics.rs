@@ -188,6 +188,24 @@ impl ReconcileMetrics {
     }
 }
 
+/// Drives a controller's result stream to its end (the controller's shutdown). Failed
+/// reconciles are counted by [`ReconcileMetrics::measure`] and logged by the error policy;
+/// here they are only traced.
+pub async fn run_to_end<S, T, E>(results: S, controller: &'static str)
+where
+    S: futures::Stream<Item = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    use futures::StreamExt;
+    results
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(controller, error = %e, "reconcile failed");
+            }
+        })
+        .await;
+}
+
 /// All metrics of one operator, and the registry `/metrics` serves them from.
 pub struct OperatorMetrics {
     pub registry: Registry,
