@@ -7,34 +7,17 @@ use std::time::Duration;
 
 use e2e::{eventually, fixtures, shared, unique_name};
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, ResourceExt};
-use serde_json::json;
 use shared_crd::condition::{ConditionStatus, find};
 use shared_crd::{Autoscaler, NodePool, ScalingRules};
-use support::{operators, written};
+use support::{operators, pod, ready_nodes};
 
 const CONVERGE: Duration = Duration::from_secs(60);
 
 async fn setup() -> Client {
     operators();
     shared().client().await.unwrap()
-}
-
-/// A pending pod of `cpu` cores that wants `pool`.
-fn pod(name: &str, pool: &str, cpu: &str) -> Pod {
-    fixtures::pod_wanting(name, pool, cpu, "256Mi")
-}
-
-async fn ready_nodes(nodes: &Api<Node>, pool: &str) -> usize {
-    nodes
-        .list(&ListParams::default().labels(&format!("nodepool.dev/pool={pool}")))
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .filter(|n| nodepool_operator::decide::is_ready(n))
-        .count()
 }
 
 #[tokio::test]
@@ -233,101 +216,5 @@ async fn an_invalid_autoscaler_is_reported_and_writes_no_pool() {
         pods.delete(&format!("{pool}-pod-{i}"), &DeleteParams::default())
             .await
             .unwrap();
-    }
-}
-
-#[tokio::test]
-async fn after_convergence_both_operators_write_nothing_while_reconciling() {
-    let running = operators();
-    let client = shared().client().await.unwrap();
-    let pools: Api<NodePool> = Api::all(client.clone());
-    let autoscalers: Api<Autoscaler> = Api::all(client.clone());
-    let nodes: Api<Node> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::namespaced(client, "default");
-    const N: usize = 6;
-    let mut cases = Vec::new();
-    for _ in 0..N {
-        let pool = unique_name("idle");
-        pools
-            .create(&PostParams::default(), &fixtures::nodepool(&pool, 1))
-            .await
-            .unwrap();
-        let scaler = unique_name("as");
-        autoscalers
-            .create(
-                &PostParams::default(),
-                &fixtures::autoscaler(&scaler, &pool, 1, 4),
-            )
-            .await
-            .unwrap();
-        // 3 pods of 1 core at 80% of 2 cores: 2 nodes.
-        for i in 0..3 {
-            pods.create(
-                &PostParams::default(),
-                &pod(&format!("{pool}-{i}"), &pool, "1"),
-            )
-            .await
-            .unwrap();
-        }
-        cases.push((pool, scaler));
-    }
-    for (pool, scaler) in &cases {
-        eventually(&format!("{pool} at 2 ready nodes"), CONVERGE, || async {
-            let ready = ready_nodes(&nodes, pool).await;
-            let a = autoscalers.get(scaler).await.map_err(|e| e.to_string())?;
-            let s = a.status.unwrap_or_default();
-            let np_ready = find(&s.conditions, "NodePoolReady").is_some();
-            (ready == 2 && s.desired_replicas == Some(2) && np_ready)
-                .then_some(())
-                .ok_or(format!("{ready} ready, {s:?}"))
-        })
-        .await;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = (
-        written(&running.autoscaler_writes),
-        written(&running.nodepool_writes),
-    );
-    let reconciles = running.autoscaler_reconciles.count("autoscaler", "ok");
-
-    // Force reconciles: resyncs (every 2 s here) and unrelated edits of every object.
-    for (pool, scaler) in &cases {
-        let touch = json!({"metadata": {"annotations": {"touched-by": "test"}}});
-        let params = PatchParams::default();
-        autoscalers
-            .patch(scaler, &params, &Patch::Merge(&touch))
-            .await
-            .unwrap();
-        pools
-            .patch(pool, &params, &Patch::Merge(&touch))
-            .await
-            .unwrap();
-        for i in 0..3 {
-            pods.patch(&format!("{pool}-{i}"), &params, &Patch::Merge(&touch))
-                .await
-                .unwrap();
-        }
-    }
-    eventually("2 more reconciles per Autoscaler", CONVERGE, || async {
-        let now = running.autoscaler_reconciles.count("autoscaler", "ok");
-        (now >= reconciles + 2 * N as u64)
-            .then_some(())
-            .ok_or(format!("{} since", now - reconciles))
-    })
-    .await;
-    assert_eq!(
-        (
-            written(&running.autoscaler_writes),
-            written(&running.nodepool_writes)
-        ),
-        before,
-        "(autoscaler, nodepool) writes while nothing changed"
-    );
-    for (pool, _) in &cases {
-        for i in 0..3 {
-            pods.delete(&format!("{pool}-{i}"), &DeleteParams::default())
-                .await
-                .unwrap();
-        }
     }
 }

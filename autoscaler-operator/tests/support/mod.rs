@@ -99,3 +99,20 @@ pub fn written(writes: &WriteMetrics) -> u64 {
         .flat_map(|r| ["lazy", "retry", "apply"].map(|s| writes.count(r, s, "written")))
         .sum()
 }
+
+/// A pending pod of `cpu` cores that wants `pool`.
+pub fn pod(name: &str, pool: &str, cpu: &str) -> k8s_openapi::api::core::v1::Pod {
+    e2e::fixtures::pod_wanting(name, pool, cpu, "256Mi")
+}
+
+/// Ready nodes of `pool`, from the API server.
+pub async fn ready_nodes(nodes: &kube::Api<k8s_openapi::api::core::v1::Node>, pool: &str) -> usize {
+    nodes
+        .list(&kube::api::ListParams::default().labels(&format!("nodepool.dev/pool={pool}")))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|n| nodepool_operator::decide::is_ready(n))
+        .count()
+}

@@ -4,14 +4,17 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use e2e::shared;
+use e2e::{eventually, fixtures, shared, unique_name};
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, PostParams};
+use nodepool_operator::decide::is_ready;
 use nodepool_operator::provider::VirtualSettings;
 use nodepool_operator::{Config, Settings, run_operator};
 use operator_kit::ConflictStrategy;
 use operator_kit::http::Readiness;
 use operator_kit::metrics::{ReconcileMetrics, WriteMetrics};
+use shared_crd::NodePool;
+use shared_crd::condition::find;
 
 pub struct Running {
     pub writes: Arc<WriteMetrics>,
@@ -128,4 +131,55 @@ pub async fn nodes_of(nodes: &Api<Node>, pool: &str) -> Vec<Node> {
         .await
         .expect("list nodes")
         .items
+}
+
+/// A config for the steady-state and heartbeat tests: resyncs and Lease renewals every second.
+pub fn fast_config() -> Config {
+    let mut config = config(None);
+    config.settings.resync = Duration::from_secs(1);
+    config.provider = VirtualSettings {
+        provisioning_delay: Duration::from_millis(300),
+        lease_renew_interval: Duration::from_secs(1),
+        ..Default::default()
+    };
+    config
+}
+
+/// Creates `n` pools of `replicas` and waits until every one has converged.
+pub async fn converged_pools(
+    pools: &Api<NodePool>,
+    nodes: &Api<Node>,
+    prefix: &str,
+    n: usize,
+    replicas: i32,
+) -> Vec<String> {
+    let names: Vec<String> = (0..n).map(|_| unique_name(prefix)).collect();
+    for name in &names {
+        pools
+            .create(&PostParams::default(), &fixtures::nodepool(name, replicas))
+            .await
+            .unwrap();
+    }
+    for name in &names {
+        eventually(
+            &format!("{name} converged"),
+            Duration::from_secs(60),
+            || async {
+                let ready = nodes_of(nodes, name)
+                    .await
+                    .iter()
+                    .filter(|n| is_ready(n))
+                    .count();
+                let p = pools.get(name).await.map_err(|e| e.to_string())?;
+                let s = p.status.clone().unwrap_or_default();
+                let ok = ready == replicas as usize
+                    && s.ready_replicas == replicas
+                    && s.observed_generation == p.metadata.generation
+                    && find(&s.conditions, "Ready").is_some_and(|c| c.reason == "NodesReady");
+                ok.then_some(()).ok_or(format!("{ready} ready, {s:?}"))
+            },
+        )
+        .await;
+    }
+    names
 }
