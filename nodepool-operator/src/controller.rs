@@ -18,7 +18,6 @@ use kube::{Client, ResourceExt};
 use operator_kit::metrics::ReconcileMetrics;
 use operator_kit::watch::{changed_or_deleted, hash_of};
 use operator_kit::{Change, ErrorBackoff, WriteError, Writer};
-use serde_json::json;
 use shared_crd::{LEGACY_NODEPOOL_FINALIZER, NodePool, condition_type, field_manager};
 
 use crate::Caches;
@@ -378,16 +377,7 @@ async fn remove_legacy_finalizer(pool: &NodePool, ctx: &Context) -> Result<(), E
     if !finalizers.iter().any(|f| f == LEGACY_NODEPOOL_FINALIZER) {
         return Ok(());
     }
-    let kept: Vec<&String> = finalizers
-        .iter()
-        .filter(|f| *f != LEGACY_NODEPOOL_FINALIZER)
-        .collect();
-    // `test` makes the patch fail, not clobber, if the list changed meanwhile.
-    let patch: json_patch::Patch = serde_json::from_value(json!([
-        {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
-        {"op": "replace", "path": "/metadata/finalizers", "value": kept},
-    ]))
-    .expect("a valid JSON patch");
+    let patch = crate::finalizer_removal(finalizers, LEGACY_NODEPOOL_FINALIZER);
     let pools: Api<NodePool> = Api::all(ctx.client.clone());
     pools
         .patch(

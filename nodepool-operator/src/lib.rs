@@ -249,3 +249,32 @@ pub fn reporter() -> Reporter {
         instance: std::env::var("POD_NAME").ok(),
     }
 }
+
+/// A JSON patch that removes `finalizer` from `finalizers` (an object's current list).
+/// Its `test` makes the patch fail, not clobber, if the list changed meanwhile.
+pub(crate) fn finalizer_removal(finalizers: &[String], finalizer: &str) -> json_patch::Patch {
+    let kept: Vec<&String> = finalizers.iter().filter(|f| *f != finalizer).collect();
+    serde_json::from_value(serde_json::json!([
+        {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
+        {"op": "replace", "path": "/metadata/finalizers", "value": kept},
+    ]))
+    .expect("a valid JSON patch")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finalizer_removal_keeps_the_others_and_tests_the_list_first() {
+        let list = vec!["other".to_owned(), "nodepool.dev/nodes".to_owned()];
+        let patch = serde_json::to_value(finalizer_removal(&list, "nodepool.dev/nodes")).unwrap();
+        assert_eq!(
+            patch,
+            serde_json::json!([
+                {"op": "test", "path": "/metadata/finalizers", "value": ["other", "nodepool.dev/nodes"]},
+                {"op": "replace", "path": "/metadata/finalizers", "value": ["other"]},
+            ])
+        );
+    }
+}

@@ -309,16 +309,7 @@ async fn finish(ctx: &Context, pod: &Pod) -> Result<(), Error> {
 }
 
 async fn remove_finalizer(ctx: &Context, node: &Node) -> Result<(), Error> {
-    let finalizers = node.finalizers();
-    let kept: Vec<&String> = finalizers
-        .iter()
-        .filter(|f| *f != TERMINATION_FINALIZER)
-        .collect();
-    let patch: json_patch::Patch = serde_json::from_value(json!([
-        {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
-        {"op": "replace", "path": "/metadata/finalizers", "value": kept},
-    ]))
-    .expect("a valid JSON patch");
+    let patch = crate::finalizer_removal(node.finalizers(), TERMINATION_FINALIZER);
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     match nodes
         .patch(
