@@ -163,6 +163,29 @@ async fn autoscaler_bounds_are_validated_by_the_schema() {
     }
 }
 
+/// Applies a status with conditions of `types` (and nothing else) as `manager`.
+async fn apply_conditions<K>(api: &Api<K>, name: &str, manager: &str, types: &[&str]) -> K
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let conditions: Vec<_> = types
+        .iter()
+        .map(|t| {
+            json!({"type": t, "status": "True", "reason": "Test", "message": "set by a test",
+                   "lastTransitionTime": "2026-01-01T00:00:00Z"})
+        })
+        .collect();
+    let body = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()),
+                      "metadata": {"name": name}, "status": {"conditions": conditions}});
+    api.patch_status(
+        name,
+        &PatchParams::apply(manager).force(),
+        &Patch::Apply(body),
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn two_field_managers_each_own_their_condition_in_one_list() {
     let client = shared().client().await.unwrap();
@@ -175,43 +198,16 @@ async fn two_field_managers_each_own_their_condition_in_one_list() {
         )
         .await
         .unwrap();
-    let condition = |type_: &str| {
-        json!({"type": type_, "status": "True", "reason": "Test", "message": "set by a test",
-               "lastTransitionTime": "2026-01-01T00:00:00Z"})
-    };
-    let apply = |conditions: serde_json::Value| {
-        json!({"apiVersion": "nodepool.dev/v1alpha1", "kind": "Autoscaler",
-               "metadata": {"name": name}, "status": {"conditions": conditions}})
-    };
-    let by = |manager: &str| PatchParams::apply(manager).force();
-    autoscalers
-        .patch_status(
-            &name,
-            &by("autoscaler-operator"),
-            &Patch::Apply(apply(json!([condition("Active")]))),
-        )
-        .await
-        .unwrap();
-    autoscalers
-        .patch_status(
-            &name,
-            &by("nodepool-operator"),
-            &Patch::Apply(apply(json!([condition("NodePoolReady")]))),
-        )
-        .await
-        .unwrap();
+    apply_conditions(&autoscalers, &name, "autoscaler-operator", &["Active"]).await;
+    apply_conditions(&autoscalers, &name, "nodepool-operator", &["NodePoolReady"]).await;
     // The autoscaler re-applies its own list: the other manager's entry stays.
-    let after = autoscalers
-        .patch_status(
-            &name,
-            &by("autoscaler-operator"),
-            &Patch::Apply(apply(json!([
-                condition("Active"),
-                condition("AbleToScale")
-            ]))),
-        )
-        .await
-        .unwrap();
+    let after = apply_conditions(
+        &autoscalers,
+        &name,
+        "autoscaler-operator",
+        &["Active", "AbleToScale"],
+    )
+    .await;
     let types: Vec<_> = after
         .status
         .unwrap()
@@ -235,28 +231,8 @@ async fn two_field_managers_each_own_their_condition_on_a_nodepool() {
         .create(&PostParams::default(), &fixtures::nodepool(&name, 1))
         .await
         .unwrap();
-    let condition = |type_: &str| {
-        json!({"type": type_, "status": "True", "reason": "Test", "message": "set by a test",
-               "lastTransitionTime": "2026-01-01T00:00:00Z"})
-    };
-    let apply = |conditions: serde_json::Value| {
-        json!({"apiVersion": "nodepool.dev/v1alpha1", "kind": "NodePool",
-               "metadata": {"name": name}, "status": {"conditions": conditions}})
-    };
-    let by = |manager: &str| PatchParams::apply(manager).force();
-    for (manager, conditions) in [
-        ("auditor", json!([condition("Audited")])),
-        (
-            "nodepool-operator",
-            json!([condition("Ready"), condition("Scaling")]),
-        ),
-    ] {
-        pools
-            .patch_status(&name, &by(manager), &Patch::Apply(apply(conditions)))
-            .await
-            .unwrap();
-    }
-    let after = pools.get(&name).await.unwrap();
+    apply_conditions(&pools, &name, "auditor", &["Audited"]).await;
+    let after = apply_conditions(&pools, &name, "nodepool-operator", &["Ready", "Scaling"]).await;
     let types: Vec<_> = after
         .status
         .unwrap()

@@ -15,7 +15,6 @@ use futures::channel::mpsc;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use kube::Resource;
-use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 
@@ -294,15 +293,11 @@ where
     })
 }
 
-/// The name of an object (for mapping functions).
-pub fn name_of<K: Resource>(obj: &K) -> String {
-    obj.name_any()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::ResourceExt;
 
     fn cm(name: &str, key: &str) -> ConfigMap {
         let mut c = ConfigMap::default();
