@@ -7,14 +7,13 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
+use operator_kit::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use operator_kit::metrics::ReconcileMetrics;
 use operator_kit::watch::{Index, changed_or_deleted, feed_indexes, hash_of, trim_metadata};
 use operator_kit::{Change, ErrorBackoff, WriteError, Writer};
@@ -24,6 +23,7 @@ use shared_crd::condition::{self, Condition, ConditionStatus};
 use shared_crd::{Autoscaler, NodePool, condition_type, field_manager, reason};
 
 use crate::decide::{self, Inputs, Recommendation};
+use crate::pod::{self, PodView};
 
 /// Controller name in metrics and logs.
 pub const CONTROLLER: &str = "autoscaler";
@@ -53,8 +53,8 @@ pub struct Context {
     pub autoscalers: Store<Autoscaler>,
     pub autoscalers_by_pool: Index<Autoscaler>,
     pub pools: Store<NodePool>,
-    pub pods: Store<Pod>,
-    pub pods_by_pool: Index<Pod>,
+    pub pods: Store<PodView>,
+    pub pods_by_pool: Index<PodView>,
     pub settings: Settings,
     pub metrics: Arc<ReconcileMetrics>,
     memory: Mutex<HashMap<String, Memory>>,
@@ -100,10 +100,10 @@ pub struct Watches {
     pub pools: Store<NodePool>,
     pub pool_events: BoxStream<'static, watcher::Result<watcher::Event<NodePool>>>,
     /// Pods that are not finished, trimmed to what demand is made of.
-    pub pods: Store<Pod>,
+    pub pods: Store<PodView>,
     /// Those pods by the pool they ask for.
-    pub pods_by_pool: Index<Pod>,
-    pub pod_events: BoxStream<'static, watcher::Result<watcher::Event<Pod>>>,
+    pub pods_by_pool: Index<PodView>,
+    pub pod_events: BoxStream<'static, watcher::Result<watcher::Event<PodView>>>,
 }
 
 pub fn watches(client: &Client) -> Watches {
@@ -111,7 +111,7 @@ pub fn watches(client: &Client) -> Watches {
     let (pools, p_writer) = reflector::store();
     let (pods, pod_writer) = reflector::store();
     let autoscalers_by_pool = Index::new(|a: &Autoscaler| Some(a.spec.node_pool_ref.name.clone()));
-    let pods_by_pool = Index::new(|p: &Pod| decide::target_pool(p).map(str::to_owned));
+    let pods_by_pool = Index::new(|p: &PodView| decide::target_pool(p).map(str::to_owned));
     Watches {
         autoscaler_events: feed_indexes(
             watcher(
@@ -144,11 +144,11 @@ pub fn watches(client: &Client) -> Watches {
         pod_events: feed_indexes(
             // Finished pods want nothing.
             watcher(
-                Api::<Pod>::all(client.clone()),
+                Api::<PodView>::all(client.clone()),
                 watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed"),
             )
             .default_backoff()
-            .modify(decide::trim_pod)
+            .modify(pod::trim)
             .reflect(pod_writer),
             vec![pods_by_pool.clone()],
         )
@@ -184,7 +184,7 @@ fn pool_inputs(p: &NodePool) -> u64 {
 }
 
 /// What of a Pod a decision reads: the pool it wants, its requests, whether it is active.
-fn pod_inputs(p: &Pod) -> u64 {
+fn pod_inputs(p: &PodView) -> u64 {
     let d = decide::pod_demand(p);
     hash_of(&(
         decide::target_pool(p),
@@ -217,7 +217,7 @@ pub async fn run(ctx: Arc<Context>, watches: Watches) {
         .watches_stream(pools, move |pool: NodePool| {
             autoscalers_by_pool.get(&pool.name_any())
         })
-        .watches_stream(pods, move |pod: Pod| match decide::target_pool(&pod) {
+        .watches_stream(pods, move |pod: PodView| match decide::target_pool(&pod) {
             Some(pool) => by_pod.get(pool),
             None => Vec::new(),
         })
@@ -259,7 +259,7 @@ impl Context {
             action: "Scale".into(),
             secondary: None,
         };
-        operator_kit::events::publish(&self.recorder, a, event).await;
+        self.recorder.publish(a, event).await;
     }
 
     /// Seconds since this process started: the clock of the stabilization windows.

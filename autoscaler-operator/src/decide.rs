@@ -1,7 +1,7 @@
 //! Pure decisions of the autoscaler: the demand of a pool's pods, the recommendation per
 //! resource, HPA-style stabilization windows and steps, clamping, and the limits (paused,
 //! pool at quota). No client here.
-use k8s_openapi::api::core::v1::Pod;
+use crate::pod::PodView;
 use shared_crd::{AutoscalerSpec, POOL_LABEL};
 
 /// Sum of the requests of the pods that target a pool.
@@ -19,8 +19,8 @@ pub use shared_crd::nodepool::CapacityValues as Capacity;
 
 /// The pool a pod asks for: `nodeSelector` on the pool label, or a required node
 /// affinity term `In` one pool.
-pub fn target_pool(pod: &Pod) -> Option<&str> {
-    let spec = pod.spec.as_ref()?;
+pub fn target_pool(pod: &PodView) -> Option<&str> {
+    let spec = &pod.spec;
     if let Some(pool) = spec.node_selector.as_ref().and_then(|s| s.get(POOL_LABEL)) {
         return Some(pool);
     }
@@ -29,7 +29,7 @@ pub fn target_pool(pod: &Pod) -> Option<&str> {
         .as_ref()?
         .node_affinity
         .as_ref()?
-        .required_during_scheduling_ignored_during_execution
+        .required
         .as_ref()?
         .node_selector_terms;
     terms.iter().find_map(|term| {
@@ -41,69 +41,21 @@ pub fn target_pool(pod: &Pod) -> Option<&str> {
     })
 }
 
-/// Keeps of a Pod what demand is made of: the pool it asks for (node selector, required
-/// node affinity), its containers' requests, its phase and deletion. A cached pod is then
-/// a few hundred bytes, whatever its images, environment and volumes.
-pub fn trim_pod(pod: &mut Pod) {
-    use k8s_openapi::api::core::v1::{
-        Affinity, Container, PodSpec, PodStatus, ResourceRequirements,
-    };
-    operator_kit::watch::trim_metadata(pod);
-    pod.metadata.labels = None;
-    pod.metadata.annotations = None;
-    pod.metadata.owner_references = None;
-    let Some(spec) = pod.spec.take() else {
-        return;
-    };
-    let containers = spec
-        .containers
-        .into_iter()
-        .map(|c| Container {
-            name: c.name,
-            resources: c.resources.map(|r| ResourceRequirements {
-                requests: r.requests,
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .collect();
-    let node_affinity = spec.affinity.and_then(|a| a.node_affinity).map(|mut n| {
-        n.preferred_during_scheduling_ignored_during_execution = None;
-        n
-    });
-    pod.spec = Some(PodSpec {
-        containers,
-        node_selector: spec.node_selector,
-        node_name: spec.node_name,
-        affinity: node_affinity.map(|n| Affinity {
-            node_affinity: Some(n),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
-    pod.status = Some(PodStatus {
-        phase,
-        ..Default::default()
-    });
-}
-
 /// Whether a pod still needs room: not finished, not on its way out.
-pub fn is_active(pod: &Pod) -> bool {
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+pub fn is_active(pod: &PodView) -> bool {
+    let phase = pod.status.phase.as_deref();
     pod.metadata.deletion_timestamp.is_none()
         && !matches!(phase, Some("Succeeded") | Some("Failed"))
 }
 
 /// The requests of one pod (its containers' requests; init containers are not counted).
-pub fn pod_demand(pod: &Pod) -> Demand {
+pub fn pod_demand(pod: &PodView) -> Demand {
     let mut d = Demand {
         pods: 1.0,
         ..Default::default()
     };
-    for c in pod.spec.iter().flat_map(|s| &s.containers) {
-        let requests = c.resources.as_ref().and_then(|r| r.requests.as_ref());
-        if let Some(r) = requests {
+    for c in &pod.spec.containers {
+        if let Some(r) = &c.resources.requests {
             d.cpu += r
                 .get("cpu")
                 .and_then(|q| shared_crd::quantity::parse(&q.0))
@@ -118,7 +70,7 @@ pub fn pod_demand(pod: &Pod) -> Demand {
 }
 
 /// Sum of the active pods' demand for `pool`.
-pub fn pool_demand<'a>(pool: &str, pods: impl IntoIterator<Item = &'a Pod>) -> Demand {
+pub fn pool_demand<'a>(pool: &str, pods: impl IntoIterator<Item = &'a PodView>) -> Demand {
     pods.into_iter()
         .filter(|p| is_active(p) && target_pool(p) == Some(pool))
         .map(pod_demand)
@@ -557,22 +509,23 @@ mod tests {
 
     #[test]
     fn pods_target_a_pool_by_selector_or_required_affinity() {
-        let by_selector: Pod = serde_json::from_value(
+        let by_selector: PodView = serde_json::from_value(
             json!({"spec": {"containers": [], "nodeSelector": {"nodepool.dev/pool": "a"}}}),
         )
         .unwrap();
         assert_eq!(target_pool(&by_selector), Some("a"));
-        let by_affinity: Pod = serde_json::from_value(json!({"spec": {"containers": [], "affinity": {"nodeAffinity": {
+        let by_affinity: PodView = serde_json::from_value(json!({"spec": {"containers": [], "affinity": {"nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [
                 {"key": "nodepool.dev/pool", "operator": "In", "values": ["b"]}]}]}}}}})).unwrap();
         assert_eq!(target_pool(&by_affinity), Some("b"));
-        let elsewhere: Pod = serde_json::from_value(json!({"spec": {"containers": []}})).unwrap();
+        let elsewhere: PodView =
+            serde_json::from_value(json!({"spec": {"containers": []}})).unwrap();
         assert_eq!(target_pool(&elsewhere), None);
     }
 
     #[test]
     fn demand_sums_requests_of_active_pods_only() {
-        let pod = |cpu: &str, phase: &str| -> Pod {
+        let pod = |cpu: &str, phase: &str| -> PodView {
             serde_json::from_value(json!({"spec": {"nodeSelector": {"nodepool.dev/pool": "a"}, "containers": [
                 {"name": "c", "resources": {"requests": {"cpu": cpu, "memory": "1Gi"}}},
                 {"name": "d", "resources": {"requests": {"cpu": "250m"}}}]}, "status": {"phase": phase}})).unwrap()

@@ -4,6 +4,7 @@
 
 pub mod controller;
 pub mod decide;
+pub mod pod;
 
 use std::sync::Arc;
 

@@ -11,10 +11,10 @@ use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
+use operator_kit::events::{Event as KubeEvent, EventType, Recorder};
 use operator_kit::metrics::ReconcileMetrics;
 use operator_kit::watch::{changed_or_deleted, hash_of};
 use operator_kit::{Change, ErrorBackoff, WriteError, Writer};
@@ -82,7 +82,7 @@ impl Context {
             action: "Reconcile".into(),
             secondary: None,
         };
-        operator_kit::events::publish(&self.recorder, pool, event).await;
+        self.recorder.publish(pool, event).await;
     }
 }
 

@@ -17,11 +17,11 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use operator_kit::ErrorBackoff;
+use operator_kit::events::{Event as KubeEvent, EventType, Recorder};
 use operator_kit::metrics::ReconcileMetrics;
 use operator_kit::watch::{changed_or_deleted, hash_of};
 use serde_json::json;
@@ -340,5 +340,5 @@ async fn publish(ctx: &Context, node: &Node, type_: EventType, reason: &str, not
         action: "Drain".into(),
         secondary: None,
     };
-    operator_kit::events::publish(&ctx.recorder, node, event).await;
+    ctx.recorder.publish(node, event).await;
 }
