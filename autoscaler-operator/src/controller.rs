@@ -5,8 +5,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use futures::stream::BoxStream;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
@@ -15,7 +13,9 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 use operator_kit::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use operator_kit::metrics::ReconcileMetrics;
-use operator_kit::watch::{Index, changed_or_deleted, feed_indexes, hash_of, trim_metadata};
+use operator_kit::watch::{
+    Fanout, Index, Subscriptions, changed_or_deleted, feed_indexes, hash_of, trim_metadata,
+};
 use operator_kit::{Change, ErrorBackoff, WriteError, Writer};
 use serde::Serialize;
 use serde_json::json;
@@ -96,14 +96,14 @@ pub struct Watches {
     pub autoscalers: Store<Autoscaler>,
     /// Autoscalers by the pool they target.
     pub autoscalers_by_pool: Index<Autoscaler>,
-    pub autoscaler_events: BoxStream<'static, watcher::Result<watcher::Event<Autoscaler>>>,
+    pub autoscaler_watch: Fanout<Autoscaler>,
     pub pools: Store<NodePool>,
-    pub pool_events: BoxStream<'static, watcher::Result<watcher::Event<NodePool>>>,
-    /// Pods that are not finished, trimmed to what demand is made of.
+    pub pool_watch: Fanout<NodePool>,
+    /// Pods that are not finished, narrowed to what demand is made of.
     pub pods: Store<PodView>,
     /// Those pods by the pool they ask for.
     pub pods_by_pool: Index<PodView>,
-    pub pod_events: BoxStream<'static, watcher::Result<watcher::Event<PodView>>>,
+    pub pod_watch: Fanout<PodView>,
 }
 
 pub fn watches(client: &Client) -> Watches {
@@ -113,49 +113,66 @@ pub fn watches(client: &Client) -> Watches {
     let autoscalers_by_pool = Index::new(|a: &Autoscaler| Some(a.spec.node_pool_ref.name.clone()));
     let pods_by_pool = Index::new(|p: &PodView| decide::target_pool(p).map(str::to_owned));
     Watches {
-        autoscaler_events: feed_indexes(
+        autoscaler_watch: Fanout::new(
+            "Autoscaler",
+            feed_indexes(
+                watcher(
+                    Api::<Autoscaler>::all(client.clone()),
+                    watcher::Config::default(),
+                )
+                .default_backoff()
+                .modify(trim_metadata)
+                .reflect(a_writer),
+                vec![autoscalers_by_pool.clone()],
+            ),
+            autoscalers.clone(),
+        ),
+        autoscalers,
+        autoscalers_by_pool,
+        pool_watch: Fanout::new(
+            "NodePool",
             watcher(
-                Api::<Autoscaler>::all(client.clone()),
+                Api::<NodePool>::all(client.clone()),
                 watcher::Config::default(),
             )
             .default_backoff()
-            .modify(trim_metadata)
-            .reflect(a_writer),
-            vec![autoscalers_by_pool.clone()],
-        )
-        .boxed(),
-        autoscalers,
-        autoscalers_by_pool,
+            .modify(|p: &mut NodePool| {
+                trim_metadata(p);
+                // Conditions are not read here: size, template capacity and counts are.
+                if let Some(status) = p.status.as_mut() {
+                    status.conditions.clear();
+                }
+            })
+            .reflect(p_writer),
+            pools.clone(),
+        ),
         pools,
-        pool_events: watcher(
-            Api::<NodePool>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .modify(|p: &mut NodePool| {
-            trim_metadata(p);
-            // Conditions are not read here: size, template capacity and counts are.
-            if let Some(status) = p.status.as_mut() {
-                status.conditions.clear();
-            }
-        })
-        .reflect(p_writer)
-        .boxed(),
-        pod_events: feed_indexes(
-            // Finished pods want nothing.
-            watcher(
-                Api::<PodView>::all(client.clone()),
-                watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed"),
-            )
-            .default_backoff()
-            .modify(pod::trim)
-            .reflect(pod_writer),
-            vec![pods_by_pool.clone()],
-        )
-        .boxed(),
+        pod_watch: Fanout::new(
+            "Pod",
+            feed_indexes(
+                // Finished pods want nothing.
+                watcher(
+                    Api::<PodView>::all(client.clone()),
+                    watcher::Config::default()
+                        .fields("status.phase!=Succeeded,status.phase!=Failed"),
+                )
+                .default_backoff()
+                .modify(pod::trim)
+                .reflect(pod_writer),
+                vec![pods_by_pool.clone()],
+            ),
+            pods.clone(),
+        ),
         pods,
         pods_by_pool,
     }
+}
+
+/// Where the controller subscribes to the watches, when it starts.
+pub struct Events {
+    pub autoscalers: Subscriptions<Autoscaler>,
+    pub pools: Subscriptions<NodePool>,
+    pub pods: Subscriptions<PodView>,
 }
 
 /// What of an Autoscaler a decision reads: its spec, and the pool's readiness that the
@@ -194,29 +211,26 @@ fn pod_inputs(p: &PodView) -> u64 {
     ))
 }
 
-/// Runs the controller until the process ends.
-pub async fn run(ctx: Arc<Context>, watches: Watches) {
-    let Watches {
-        autoscalers,
-        autoscalers_by_pool,
-        autoscaler_events,
-        pool_events,
-        pod_events,
-        ..
-    } = watches;
+/// Runs the controller until SIGTERM or Ctrl-C.
+pub async fn run(ctx: Arc<Context>, events: Events) {
     let skip = |kind: &'static str| {
         let metrics = ctx.metrics.clone();
         move || metrics.skip_event(CONTROLLER, kind)
     };
-    let own = changed_or_deleted(autoscaler_events, autoscaler_inputs, skip("Autoscaler"));
-    let pools = changed_or_deleted(pool_events, pool_inputs, skip("NodePool"));
-    let pods = changed_or_deleted(pod_events, pod_inputs, skip("Pod"));
-    let by_pod = autoscalers_by_pool.clone();
-    let results = Controller::for_stream(own, autoscalers)
+    let own = changed_or_deleted(
+        events.autoscalers.subscribe(),
+        autoscaler_inputs,
+        skip("Autoscaler"),
+    );
+    let pools = changed_or_deleted(events.pools.subscribe(), pool_inputs, skip("NodePool"));
+    let pods = changed_or_deleted(events.pods.subscribe(), pod_inputs, skip("Pod"));
+    let (by_pool, by_pod) = (
+        ctx.autoscalers_by_pool.clone(),
+        ctx.autoscalers_by_pool.clone(),
+    );
+    let results = Controller::for_stream(own, ctx.autoscalers.clone())
         .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
-        .watches_stream(pools, move |pool: NodePool| {
-            autoscalers_by_pool.get(&pool.name_any())
-        })
+        .watches_stream(pools, move |pool: NodePool| by_pool.get(&pool.name_any()))
         .watches_stream(pods, move |pod: PodView| match decide::target_pool(&pod) {
             Some(pool) => by_pod.get(pool),
             None => Vec::new(),

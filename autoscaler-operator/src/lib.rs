@@ -11,6 +11,7 @@ use std::sync::Arc;
 use kube::Client;
 use operator_kit::ConflictStrategy;
 use operator_kit::http::Readiness;
+use operator_kit::leader::Leadership;
 use operator_kit::metrics::{ReconcileMetrics, WriteMetrics};
 use shared_crd::field_manager;
 
@@ -23,40 +24,56 @@ pub struct Config {
     pub strategy: ConflictStrategy,
 }
 
-/// Runs the controller until SIGTERM or Ctrl-C; `readiness` turns ready once the caches
-/// have synced.
+/// Runs the controller until SIGTERM or Ctrl-C. `readiness` turns ready once the caches
+/// have synced; the controller starts once `leadership` is acquired.
 pub async fn run_operator(
     client: Client,
     config: Config,
     writes: Arc<WriteMetrics>,
     reconciles: Arc<ReconcileMetrics>,
     readiness: Readiness,
+    mut leadership: Leadership,
 ) {
     let writer = operator_kit::Writer::new(config.strategy, field_manager::AUTOSCALER_OPERATOR)
         .with_metrics(writes);
     let watches = controller::watches(&client);
-    let ctx = Arc::new(Context::new(
-        client,
-        writer,
-        &watches,
-        config.settings,
-        reconciles,
-    ));
-    let ready = {
-        let (a, p, pods) = (
-            watches.autoscalers.clone(),
-            watches.pools.clone(),
-            watches.pods.clone(),
-        );
+    let events = controller::Events {
+        autoscalers: watches.autoscaler_watch.subscriptions(),
+        pools: watches.pool_watch.subscriptions(),
+        pods: watches.pod_watch.subscriptions(),
+    };
+    let ctx = Context::new(client, writer, &watches, config.settings, reconciles);
+    let controller::Watches {
+        autoscaler_watch,
+        pool_watch,
+        pod_watch,
+        ..
+    } = watches;
+    let caches_ready = {
+        let (a, p, pods) = (ctx.autoscalers.clone(), ctx.pools.clone(), ctx.pods.clone());
         async move {
-            if a.wait_until_ready().await.is_ok()
+            a.wait_until_ready().await.is_ok()
                 && p.wait_until_ready().await.is_ok()
                 && pods.wait_until_ready().await.is_ok()
-            {
-                tracing::info!("caches synced; ready");
-                readiness.set_ready();
-            }
         }
     };
-    tokio::join!(controller::run(ctx, watches), ready);
+    // Every replica keeps its caches and is Ready once they are full; only the leader runs
+    // the controller.
+    let writer = async move {
+        if !caches_ready.await {
+            return;
+        }
+        tracing::info!("caches synced; ready");
+        readiness.set_ready();
+        tokio::select! {
+            () = leadership.acquired() => {}
+            () = operator_kit::process::shutdown_signal() => return,
+        }
+        controller::run(Arc::new(ctx), events).await;
+    };
+    let watches = async { tokio::join!(autoscaler_watch.run(), pool_watch.run(), pod_watch.run()) };
+    tokio::select! {
+        () = writer => {}
+        _ = watches => {}
+    }
 }

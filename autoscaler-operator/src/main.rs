@@ -5,7 +5,7 @@ use anyhow::Context as _;
 use autoscaler_operator::{Config, Settings, run_operator};
 use clap::Parser;
 use operator_kit::cli::{LogArgs, RunArgs, WriteArgs};
-use operator_kit::leader::{LeaderArgs, maybe_as_leader};
+use operator_kit::leader::LeaderArgs;
 
 /// Sizes NodePools from the demand of the pods that target them.
 #[derive(Parser, Debug)]
@@ -53,20 +53,27 @@ async fn main() -> anyhow::Result<()> {
         "starting autoscaler-operator"
     );
     let (addr, m) = (process.addr, process.metrics);
-    let lease = cli.leader.lease("autoscaler-operator");
+    let lease = cli
+        .leader
+        .lease("autoscaler-operator")
+        .context("leader election flags")?;
     let client = process.client.clone();
-    let operator = run_operator(
-        process.client,
-        config,
-        m.writes,
-        m.reconciles,
-        process.readiness.clone(),
-    );
+    let readiness = process.readiness.clone();
+    let operator = move |leadership| {
+        run_operator(
+            process.client,
+            config,
+            m.writes,
+            m.reconciles,
+            readiness,
+            leadership,
+        )
+    };
     operator_kit::process::serve_while(
         m.registry,
         addr,
         process.readiness,
-        maybe_as_leader(client, lease, operator),
+        operator_kit::process::with_leader_election(client, lease, m.leader, operator),
     )
     .await
     .map_err(|e| anyhow::anyhow!(e))?;

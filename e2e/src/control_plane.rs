@@ -262,6 +262,19 @@ impl ControlPlane {
         client_for(&self.kubeconfig, identity).await
     }
 
+    /// The client configuration of `identity` (on an external cluster: the current
+    /// context), e.g. to point it at a [`crate::proxy::FaultProxy`].
+    pub async fn config_as(&self, identity: Identity) -> Result<Config> {
+        let options = KubeConfigOptions {
+            context: (!self.external).then(|| identity.name().to_owned()),
+            ..Default::default()
+        };
+        Ok(
+            Config::from_custom_kubeconfig(Kubeconfig::read_from(&self.kubeconfig)?, &options)
+                .await?,
+        )
+    }
+
     /// A client acting as `identity` from a kubeconfig this harness wrote.
     pub async fn client_for_kubeconfig(kubeconfig: &Path, identity: Identity) -> Result<Client> {
         if std::env::var_os("E2E_KUBECONFIG").is_some() {
@@ -368,7 +381,7 @@ fn apiserver_minor(assets: &Path) -> Result<u32> {
 }
 
 /// A loopback port free right now (another process may take it before it is used).
-pub(crate) fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

@@ -6,6 +6,7 @@ pub mod control_plane;
 
 pub use control_plane::{ControlPlane, Identity, shared, unique_name};
 pub mod fixtures;
+pub mod proxy;
 pub mod report;
 pub mod scale;
 pub mod timeline;
@@ -59,4 +60,31 @@ pub async fn wait_for_event(
         },
     )
     .await
+}
+
+/// The debug builds of both operators, built first if this test runs on its own (`cargo
+/// test` builds them for their own packages' tests).
+pub fn operator_bin_dir() -> std::path::PathBuf {
+    use std::path::PathBuf;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let dir = target.join("debug");
+    if !dir.join("nodepool-operator").exists() || !dir.join("autoscaler-operator").exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "nodepool-operator",
+                "-p",
+                "autoscaler-operator",
+                "--bins",
+            ])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the operators failed");
+    }
+    dir
 }

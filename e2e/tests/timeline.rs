@@ -2,41 +2,13 @@
 //! processes and a third writer forcing contention: every run converges with nothing
 //! lost; lazy and retry meet 409s, apply meets none; retry absorbs its 409s inside the
 //! write where lazy pays a failed reconcile for each.
-use std::path::PathBuf;
-use std::process::Command;
-
 use e2e::shared;
 use e2e::timeline::{self, Options};
-
-/// The operator binaries, built if this test runs on its own.
-fn bin_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let dir = target.join("debug");
-    if !dir.join("nodepool-operator").exists() || !dir.join("autoscaler-operator").exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "-q",
-                "-p",
-                "nodepool-operator",
-                "-p",
-                "autoscaler-operator",
-                "--bins",
-            ])
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the operators failed");
-    }
-    dir
-}
 
 #[tokio::test]
 async fn lazy_retry_and_apply_under_contention() {
     let logs = std::env::temp_dir().join(e2e::unique_name("timeline-logs"));
-    let options = Options::new(bin_dir(), logs.clone());
+    let options = Options::new(e2e::operator_bin_dir(), logs.clone());
     let mut runs = Vec::new();
     for strategy in ["lazy", "retry", "apply"] {
         let run = timeline::run(shared(), strategy, &options).await.unwrap();

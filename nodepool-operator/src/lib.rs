@@ -30,6 +30,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use operator_kit::ConflictStrategy;
 use operator_kit::events::{Recorder, Reporter};
 use operator_kit::http::Readiness;
+use operator_kit::leader::Leadership;
 use operator_kit::metrics::{ReconcileMetrics, WriteMetrics};
 use operator_kit::watch::{Fanout, Index, feed_indexes, trim_metadata};
 use shared_crd::{NodePool, POOL_LABEL, field_manager};
@@ -75,29 +76,31 @@ impl Caches {
 }
 
 /// Runs every part until the process gets SIGTERM or Ctrl-C. `readiness` turns ready
-/// once the caches have synced.
+/// once the caches have synced; the parts that write start once `leadership` is acquired.
 pub async fn run_operator(
     client: Client,
     config: Config,
     writes: Arc<WriteMetrics>,
     reconciles: Arc<ReconcileMetrics>,
     readiness: Readiness,
+    mut leadership: Leadership,
 ) {
     let writer = operator_kit::Writer::new(config.strategy, field_manager::NODEPOOL_OPERATOR)
         .with_metrics(writes);
     let recorder = Recorder::new(client.clone(), reporter());
 
     let (pools, pool_writer) = reflector::store::<NodePool>();
-    let mut pool_watch = Fanout::new(
+    let pool_watch = Fanout::new(
         "NodePool",
         watcher(Api::<NodePool>::all(client.clone()), Default::default())
             .default_backoff()
             .modify(trim_metadata)
             .reflect(pool_writer),
+        pools.clone(),
     );
     let (nodes, node_writer) = reflector::store::<Node>();
     let nodes_by_pool = Index::new(|n: &Node| provider::pool_of(n).map(str::to_owned));
-    let mut node_watch = Fanout::new(
+    let node_watch = Fanout::new(
         "Node",
         feed_indexes(
             watcher(
@@ -109,10 +112,11 @@ pub async fn run_operator(
             .reflect(node_writer),
             vec![nodes_by_pool.clone()],
         ),
+        nodes.clone(),
     );
     let (pods, pod_writer) = reflector::store::<Pod>();
     let pods_by_node = Index::new(|p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.clone()));
-    let mut pod_watch = Fanout::new(
+    let pod_watch = Fanout::new(
         "Pod",
         feed_indexes(
             // Only pods bound to a node: the ones a drain or a kubelet deals with.
@@ -125,6 +129,7 @@ pub async fn run_operator(
             .reflect(pod_writer),
             vec![pods_by_node.clone()],
         ),
+        pods.clone(),
     );
     let caches = Caches {
         pools,
@@ -133,75 +138,77 @@ pub async fn run_operator(
         pods,
         pods_by_node,
     };
-
-    let provider: Arc<dyn provider::Provider> = Arc::new(provider::VirtualProvider::new(
-        client.clone(),
-        config.provider.clone(),
-    ));
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        writer.clone(),
-        recorder.clone(),
-        provider,
-        caches.clone(),
-        config.settings.clone(),
-        reconciles.clone(),
-    ));
-    let pool_controller = controller::run(ctx, pool_watch.subscribe(), node_watch.subscribe());
-
-    let lifecycle_ctx = Arc::new(lifecycle::Context::new(
-        client.clone(),
-        recorder,
-        caches.clone(),
-        config.settings.drain_timeout,
-        reconciles.clone(),
-    ));
-    let lifecycle_controller = lifecycle::run(
-        lifecycle_ctx,
-        node_watch.subscribe(),
-        pod_watch.subscribe(),
-        pool_watch.subscribe(),
-        config.settings.concurrency,
+    let (pool_events, node_events, pod_events) = (
+        pool_watch.subscriptions(),
+        node_watch.subscriptions(),
+        pod_watch.subscriptions(),
     );
 
-    let ready_ctx = Arc::new(nodepool_ready::Context::new(
-        client.clone(),
-        writer,
-        caches.pools.clone(),
-        reconciles,
-        config.settings.concurrency,
-    ));
-    let ready_controller = nodepool_ready::run(ready_ctx, pool_watch.subscribe());
+    // Every replica keeps its caches and is Ready once they are full; only the leader runs
+    // the parts that write, from then on. They start once every cache is full (an orphan
+    // is only an orphan against a complete list of pools), and stop on SIGTERM or Ctrl-C;
+    // the watches go with them.
+    let writers = async move {
+        if !caches.wait_until_ready().await {
+            return;
+        }
+        tracing::info!("caches synced; ready");
+        readiness.set_ready();
+        tokio::select! {
+            () = leadership.acquired() => {}
+            () = operator_kit::process::shutdown_signal() => return,
+        }
+        let provider: Arc<dyn provider::Provider> = Arc::new(provider::VirtualProvider::new(
+            client.clone(),
+            config.provider.clone(),
+        ));
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            writer.clone(),
+            recorder.clone(),
+            provider,
+            caches.clone(),
+            config.settings.clone(),
+            reconciles.clone(),
+        ));
+        let pool_controller =
+            controller::run(ctx, pool_events.subscribe(), node_events.subscribe());
 
-    let heartbeats = heartbeat::Heartbeats::new(client, caches.nodes.clone(), config.provider);
+        let lifecycle_ctx = Arc::new(lifecycle::Context::new(
+            client.clone(),
+            recorder,
+            caches.clone(),
+            config.settings.drain_timeout,
+            reconciles.clone(),
+        ));
+        let lifecycle_controller = lifecycle::run(
+            lifecycle_ctx,
+            node_events.subscribe(),
+            pod_events.subscribe(),
+            pool_events.subscribe(),
+            config.settings.concurrency,
+        );
 
-    let ready = {
-        let caches = caches.clone();
-        async move {
-            if caches.wait_until_ready().await {
-                tracing::info!("caches synced; ready");
-                readiness.set_ready();
-            }
+        let ready_ctx = Arc::new(nodepool_ready::Context::new(
+            client.clone(),
+            writer,
+            caches.pools.clone(),
+            reconciles,
+            config.settings.concurrency,
+        ));
+        let ready_controller = nodepool_ready::run(ready_ctx, pool_events.subscribe());
+
+        let heartbeats = heartbeat::Heartbeats::new(client, caches.nodes.clone(), config.provider);
+        // The heartbeats never end by themselves: the controllers' end (SIGTERM) ends them.
+        tokio::select! {
+            _ = async { tokio::join!(pool_controller, lifecycle_controller, ready_controller) } => {}
+            () = heartbeats.run() => {}
         }
     };
-    // The controllers start once every cache is full (an orphan is only an orphan against
-    // a complete list of pools), and stop on SIGTERM or Ctrl-C; the watches and the
-    // heartbeats go with them.
-    let controllers = async {
-        ready.await;
-        tokio::join!(pool_controller, lifecycle_controller, ready_controller)
-    };
-    let background = async {
-        tokio::join!(
-            pool_watch.run(),
-            node_watch.run(),
-            pod_watch.run(),
-            heartbeats.run()
-        )
-    };
+    let watches = async { tokio::join!(pool_watch.run(), node_watch.run(), pod_watch.run()) };
     tokio::select! {
-        _ = controllers => {}
-        _ = background => {}
+        () = writers => {}
+        _ = watches => {}
     }
 }
 

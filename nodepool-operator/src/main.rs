@@ -6,7 +6,7 @@ use clap::Parser;
 use nodepool_operator::provider::VirtualSettings;
 use nodepool_operator::{Config, Settings, run_operator};
 use operator_kit::cli::{LogArgs, RunArgs, WriteArgs};
-use operator_kit::leader::{LeaderArgs, maybe_as_leader};
+use operator_kit::leader::LeaderArgs;
 
 /// Keeps each NodePool's nodes at spec.replicas.
 #[derive(Parser, Debug)]
@@ -83,20 +83,27 @@ async fn main() -> anyhow::Result<()> {
     };
     tracing::info!(strategy = config.strategy.name(), provider = %cli.provider, ?config.settings.max_nodes, "starting nodepool-operator");
     let (addr, m) = (process.addr, process.metrics);
-    let lease = cli.leader.lease("nodepool-operator");
+    let lease = cli
+        .leader
+        .lease("nodepool-operator")
+        .context("leader election flags")?;
     let client = process.client.clone();
-    let operator = run_operator(
-        process.client,
-        config,
-        m.writes,
-        m.reconciles,
-        process.readiness.clone(),
-    );
+    let readiness = process.readiness.clone();
+    let operator = move |leadership| {
+        run_operator(
+            process.client,
+            config,
+            m.writes,
+            m.reconciles,
+            readiness,
+            leadership,
+        )
+    };
     operator_kit::process::serve_while(
         m.registry,
         addr,
         process.readiness,
-        maybe_as_leader(client, lease, operator),
+        operator_kit::process::with_leader_election(client, lease, m.leader, operator),
     )
     .await
     .map_err(|e| anyhow::anyhow!(e))?;

@@ -212,6 +212,8 @@ pub struct OperatorMetrics {
     pub writes: std::sync::Arc<WriteMetrics>,
     pub reconciles: std::sync::Arc<ReconcileMetrics>,
     pub observe: std::sync::Arc<crate::observe::ObserveMetrics>,
+    /// 1 while this process leads: it holds the leader Lease, or runs without election.
+    pub leader: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// The metrics of one operator, named `<prefix>_...`.
@@ -223,10 +225,17 @@ pub fn operator_metrics(prefix: &str) -> OperatorMetrics {
     writes.register(&mut registry);
     reconciles.register(&mut registry);
     observe.register(&mut registry);
+    let leader = prometheus_client::metrics::gauge::Gauge::default();
+    registry.register(
+        "leader",
+        "1 while this process leads (holds the leader Lease, or runs without election)",
+        leader.clone(),
+    );
     OperatorMetrics {
         registry,
         writes,
         reconciles,
         observe,
+        leader,
     }
 }

@@ -64,3 +64,54 @@ where
         }
     }
 }
+
+/// Resolves on SIGTERM or Ctrl-C (what kube's `Controller::shutdown_on_signal` stops on),
+/// for the parts of an operator that wait before any controller runs.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs `operator` under leader election when `lease` is given, else at once. With a
+/// lease, the elector campaigns beside the operator (whose writing parts wait on the
+/// returned gate); a lost lease ends `operator` at once with the error, and when
+/// `operator` ends by itself (SIGTERM) the lease is released for a standby.
+pub async fn with_leader_election<F, Fut>(
+    client: kube::Client,
+    lease: Option<crate::leader::Lease>,
+    gauge: prometheus_client::metrics::gauge::Gauge,
+    operator: F,
+) -> Result<(), crate::leader::LeaderError>
+where
+    F: FnOnce(crate::leader::Leadership) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Some(lease) = lease else {
+        gauge.set(1);
+        operator(crate::leader::Leadership::always()).await;
+        return Ok(());
+    };
+    let (mut elector, leadership) = crate::leader::Elector::new(client, lease, gauge);
+    let operator = operator(leadership);
+    tokio::select! {
+        () = operator => {
+            elector.release().await;
+            Ok(())
+        }
+        lost = elector.run() => Err(lost),
+    }
+}

@@ -1,6 +1,7 @@
 //! Both operators, in-process, against this test binary's control plane, on a runtime
 //! of their own: nodepool-operator (fast provisioning) and autoscaler-operator.
 #![allow(dead_code)]
+use operator_kit::leader::Leadership;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -68,14 +69,16 @@ pub fn operators() -> &'static Running {
                         np,
                         np_writes,
                         np_reconciles,
-                        np_ready
+                        np_ready,
+                        Leadership::always(),
                     ),
                     autoscaler_operator::run_operator(
                         as_client,
                         auto,
                         as_writes,
                         as_reconciles,
-                        as_ready
+                        as_ready,
+                        Leadership::always(),
                     ),
                 );
             });

@@ -1,6 +1,7 @@
 //! One nodepool-operator per test binary, running in-process against the binary's
 //! control plane, on a runtime of its own (tests each have theirs).
 #![allow(dead_code)]
+use operator_kit::leader::Leadership;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -93,7 +94,7 @@ pub fn start(config: Config) -> Instance {
             .await
             .expect("client");
             tokio::select! {
-                () = run_operator(client, config, w, r, readiness) => {}
+                () = run_operator(client, config, w, r, readiness, Leadership::always()) => {}
                 _ = stopped => {}
             }
         });
