@@ -60,16 +60,11 @@ pub async fn run_operator(
     // Every replica keeps its caches and is Ready once they are full; only the leader runs
     // the controller.
     let writer = async move {
-        if !caches_ready.await {
-            return;
+        if operator_kit::process::synced_then_leading(caches_ready, &readiness, &mut leadership)
+            .await
+        {
+            controller::run(Arc::new(ctx), events).await;
         }
-        tracing::info!("caches synced; ready");
-        readiness.set_ready();
-        tokio::select! {
-            () = leadership.acquired() => {}
-            () = operator_kit::process::shutdown_signal() => return,
-        }
-        controller::run(Arc::new(ctx), events).await;
     };
     let watches = async { tokio::join!(autoscaler_watch.run(), pool_watch.run(), pod_watch.run()) };
     tokio::select! {

@@ -149,14 +149,9 @@ pub async fn run_operator(
     // is only an orphan against a complete list of pools), and stop on SIGTERM or Ctrl-C;
     // the watches go with them.
     let writers = async move {
-        if !caches.wait_until_ready().await {
+        let synced = caches.wait_until_ready();
+        if !operator_kit::process::synced_then_leading(synced, &readiness, &mut leadership).await {
             return;
-        }
-        tracing::info!("caches synced; ready");
-        readiness.set_ready();
-        tokio::select! {
-            () = leadership.acquired() => {}
-            () = operator_kit::process::shutdown_signal() => return,
         }
         let provider: Arc<dyn provider::Provider> = Arc::new(provider::VirtualProvider::new(
             client.clone(),

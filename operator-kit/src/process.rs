@@ -115,3 +115,22 @@ where
         lost = elector.run() => Err(lost),
     }
 }
+
+/// What every replica does before it writes: turns Ready once `caches_synced` says the
+/// caches hold their first full lists, then waits to lead. False when the process should
+/// end instead: a cache never synced, or SIGTERM came first.
+pub async fn synced_then_leading(
+    caches_synced: impl Future<Output = bool>,
+    readiness: &Readiness,
+    leadership: &mut crate::leader::Leadership,
+) -> bool {
+    if !caches_synced.await {
+        return false;
+    }
+    tracing::info!("caches synced; ready");
+    readiness.set_ready();
+    tokio::select! {
+        () = leadership.acquired() => true,
+        () = shutdown_signal() => false,
+    }
+}
