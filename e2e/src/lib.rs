@@ -88,3 +88,25 @@ pub fn operator_bin_dir() -> std::path::PathBuf {
     }
     dir
 }
+
+/// Waits until an operator process started by a test answers `ok` on `/readyz` at
+/// `addr`; fails at once if it exits, or after `timeout`, naming its log.
+pub async fn wait_until_ready(
+    name: &str,
+    child: &mut tokio::process::Child,
+    addr: &str,
+    log: &std::path::Path,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !timeline::http_get(addr, "/readyz").is_ok_and(|b| b.trim() == "ok") {
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("{name} exited at start ({status}); see {}", log.display());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("{name} not ready after {timeout:?}; see {}", log.display());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}

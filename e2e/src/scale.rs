@@ -431,16 +431,7 @@ impl Process {
             pid,
             peak_rss_kb: 0,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !http_get(&addr, "/readyz").is_ok_and(|b| b.trim() == "ok") {
-            if let Some(status) = p.child.try_wait()? {
-                bail!("{name} exited at start ({status}); see {}", log.display());
-            }
-            if Instant::now() > deadline {
-                bail!("{name} not ready after 60 s; see {}", log.display());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        crate::wait_until_ready(name, &mut p.child, &addr, &log, Duration::from_secs(60)).await?;
         p.peak_rss_kb = proc_status_kb(pid, "VmHWM:").unwrap_or(0);
         Ok(p)
     }

@@ -183,22 +183,15 @@ impl Operator {
             addr,
             log,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = op.child.try_wait()? {
-                bail!(
-                    "{name} exited at start ({status}); see {}",
-                    op.log.display()
-                );
-            }
-            if http_get(&op.addr, "/readyz").is_ok_and(|b| b.trim() == "ok") {
-                return Ok(op);
-            }
-            if Instant::now() > deadline {
-                bail!("{name} not ready after 30s; see {}", op.log.display());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        crate::wait_until_ready(
+            name,
+            &mut op.child,
+            &op.addr,
+            &op.log,
+            Duration::from_secs(30),
+        )
+        .await?;
+        Ok(op)
     }
 
     fn counters(&self) -> Result<Counters> {

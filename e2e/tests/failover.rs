@@ -24,43 +24,43 @@ struct Replica {
 impl Replica {
     async fn start(kubeconfig: &Path, logs: &Path, identity: &str) -> Self {
         let addr = format!("127.0.0.1:{}", e2e::control_plane::free_port().unwrap());
-        let log = std::fs::File::create(logs.join(format!("{identity}.log"))).unwrap();
-        let child = tokio::process::Command::new(e2e::operator_bin_dir().join("nodepool-operator"))
-            .args([
-                "--leader-elect",
-                "--metrics-addr",
-                &addr,
-                "--log-format",
-                "json",
-            ])
-            .args([
-                "--provisioning-delay-ms",
-                "1500",
-                "--drain-timeout-seconds",
-                "5",
-            ])
-            .env("KUBECONFIG", kubeconfig)
-            .env("POD_NAME", identity)
-            .env("RUST_LOG", "info,kube=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let replica = Self { child, addr };
+        let log_path = logs.join(format!("{identity}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut child =
+            tokio::process::Command::new(e2e::operator_bin_dir().join("nodepool-operator"))
+                .args([
+                    "--leader-elect",
+                    "--metrics-addr",
+                    &addr,
+                    "--log-format",
+                    "json",
+                ])
+                .args([
+                    "--provisioning-delay-ms",
+                    "1500",
+                    "--drain-timeout-seconds",
+                    "5",
+                ])
+                .env("KUBECONFIG", kubeconfig)
+                .env("POD_NAME", identity)
+                .env("RUST_LOG", "info,kube=warn")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap();
         // Ready once its caches have synced, leader or not.
-        eventually(
-            &format!("{identity} to be ready"),
+        e2e::wait_until_ready(
+            identity,
+            &mut child,
+            &addr,
+            &log_path,
             Duration::from_secs(30),
-            || async {
-                http_get(&replica.addr, "/readyz")
-                    .map_err(|e| e.to_string())
-                    .and_then(|b| (b.trim() == "ok").then_some(()).ok_or(b))
-            },
         )
-        .await;
-        replica
+        .await
+        .unwrap();
+        Self { child, addr }
     }
 
     fn leading(&self) -> bool {
