@@ -52,31 +52,23 @@ async fn main() -> anyhow::Result<()> {
         strategy = config.strategy.name(),
         "starting autoscaler-operator"
     );
-    let (addr, m) = (process.addr, process.metrics);
     let lease = cli
         .leader
         .lease("autoscaler-operator")
         .context("leader election flags")?;
-    let client = process.client.clone();
-    let readiness = process.readiness.clone();
-    let operator = move |leadership| {
-        run_operator(
-            process.client,
-            config,
-            m.writes,
-            m.reconciles,
-            readiness,
-            leadership,
-        )
-    };
-    operator_kit::process::serve_while(
-        m.registry,
-        addr,
-        process.readiness,
-        operator_kit::process::with_leader_election(client, lease, m.leader, operator),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!(e))?;
+    process
+        .run(lease, |p| {
+            run_operator(
+                p.client,
+                config,
+                p.writes,
+                p.reconciles,
+                p.readiness,
+                p.leadership,
+            )
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -150,10 +150,6 @@ impl Leadership {
             std::future::pending::<()>().await;
         }
     }
-
-    pub fn is_leading(&self) -> bool {
-        *self.0.borrow()
-    }
 }
 
 /// What this process last saw of the Lease, and when it saw it change.

@@ -46,6 +46,50 @@ pub async fn start(
     })
 }
 
+/// What an operator's parts are given to run with, by [`Process::run`].
+pub struct Parts {
+    pub client: kube::Client,
+    pub writes: Arc<crate::metrics::WriteMetrics>,
+    pub reconciles: Arc<crate::metrics::ReconcileMetrics>,
+    pub readiness: Readiness,
+    /// Opens once this process leads.
+    pub leadership: crate::leader::Leadership,
+}
+
+impl Process {
+    /// Runs the operator `operator` builds from its [`Parts`], under leader election when
+    /// `lease` is given, and serves /metrics, /healthz and /readyz until it ends.
+    pub async fn run<F, Fut>(
+        self,
+        lease: Option<crate::leader::Lease>,
+        operator: F,
+    ) -> Result<(), BoxError>
+    where
+        F: FnOnce(Parts) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let Process {
+            client,
+            metrics,
+            readiness,
+            addr,
+        } = self;
+        let (writes, reconciles) = (metrics.writes, metrics.reconciles);
+        let (lease_client, ready) = (client.clone(), readiness.clone());
+        let operator = move |leadership| {
+            operator(Parts {
+                client,
+                writes,
+                reconciles,
+                readiness: ready,
+                leadership,
+            })
+        };
+        let elected = with_leader_election(lease_client, lease, metrics.leader, operator);
+        serve_while(metrics.registry, addr, readiness, elected).await
+    }
+}
+
 /// Serves /metrics, /healthz and /readyz until `operator` ends (on SIGTERM or Ctrl-C, or
 /// with an error such as a lost lease) or the server fails (e.g. its port is taken).
 pub async fn serve_while<E>(
