@@ -257,7 +257,7 @@ impl ControlPlane {
                 &KubeConfigOptions::default(),
             )
             .await?;
-            return Ok(Client::try_from(config)?);
+            return Ok(operator_kit::client::build(config, Default::default())?);
         }
         client_for(&self.kubeconfig, identity).await
     }
@@ -283,7 +283,7 @@ impl ControlPlane {
                 &KubeConfigOptions::default(),
             )
             .await?;
-            return Ok(Client::try_from(config)?);
+            return Ok(operator_kit::client::build(config, Default::default())?);
         }
         client_for(kubeconfig, identity).await
     }
@@ -432,7 +432,8 @@ async fn client_for(kubeconfig: &Path, identity: Identity) -> Result<Client> {
     };
     let config =
         Config::from_custom_kubeconfig(Kubeconfig::read_from(kubeconfig)?, &options).await?;
-    Ok(Client::try_from(config)?)
+    // As the operators build theirs: no hidden retries of 429s and 5xx.
+    Ok(operator_kit::client::build(config, Default::default())?)
 }
 
 fn spawn(mut cmd: Command, dir: &Path, name: &str, mode: Mode) -> Result<Child> {

@@ -56,3 +56,44 @@ pub fn pod_wanting(
     }))
     .expect("a valid pod")
 }
+
+/// Creates, in `default`, a PodDisruptionBudget named `name` over the pods labelled
+/// `app=<app>` that allows no disruption (`minAvailable` 1 with one pod), as policy/v1
+/// where the server serves it, else policy/v1beta1 (1.20). Its status is written as the
+/// disruption controller would write it, so it blocks evictions with or without one.
+/// Returns the API to delete it with.
+pub async fn blocking_pdb(
+    client: &kube::Client,
+    name: &str,
+    app: &str,
+) -> kube::Api<kube::api::DynamicObject> {
+    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+    let mut last = None;
+    for version in ["v1", "v1beta1"] {
+        let gvk = GroupVersionKind::gvk("policy", version, "PodDisruptionBudget");
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), "default", &ApiResource::from_gvk(&gvk));
+        let pdb: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": format!("policy/{version}"), "kind": "PodDisruptionBudget",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": app}}}
+        }))
+        .expect("a valid PodDisruptionBudget");
+        match api.create(&Default::default(), &pdb).await {
+            Ok(created) => {
+                let status = serde_json::json!({"status": {
+                    "observedGeneration": created.metadata.generation,
+                    "disruptionsAllowed": 0, "currentHealthy": 1, "desiredHealthy": 1,
+                    "expectedPods": 1
+                }});
+                api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+                    .await
+                    .expect("PodDisruptionBudget status");
+                return api;
+            }
+            Err(kube::Error::Api(s)) if s.is_not_found() => last = Some(s),
+            Err(e) => panic!("creating PodDisruptionBudget {name}: {e}"),
+        }
+    }
+    panic!("the server serves no PodDisruptionBudget: {last:?}")
+}

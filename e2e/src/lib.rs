@@ -33,13 +33,14 @@ where
     }
 }
 
-/// Waits for an events.k8s.io Event with `reason` about the object named `regarding`.
+/// Waits for an events.k8s.io Event with `reason` about the object named `regarding`,
+/// and returns it.
 pub async fn wait_for_event(
     client: kube::Client,
     reason: &str,
     regarding: &str,
     timeout: Duration,
-) {
+) -> k8s_openapi::api::events::v1::Event {
     let events: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::all(client);
     eventually(
         &format!("a {reason} event about {regarding}"),
@@ -55,7 +56,7 @@ pub async fn wait_for_event(
                     e.reason.as_deref() == Some(reason)
                         && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(regarding)
                 })
-                .map(|_| ())
+                .cloned()
                 .ok_or_else(|| "none yet".to_owned())
         },
     )

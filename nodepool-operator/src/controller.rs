@@ -32,7 +32,9 @@ pub const CONTROLLER: &str = "nodepool";
 pub struct Settings {
     /// Most nodes the provider hands out, over all pools.
     pub max_nodes: Option<u32>,
-    /// How long a node's drain may take before its pods are deleted anyway.
+    /// How long a node's drain may take before one that PodDisruptionBudgets block is
+    /// reported on the Node (it goes on; only the pool's terminationGracePeriodSeconds
+    /// forces it).
     pub drain_timeout: Duration,
     /// Reconcile every pool at least this often.
     pub resync: Duration,

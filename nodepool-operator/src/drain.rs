@@ -1,12 +1,13 @@
 //! Taking pods off a node: which pods a drain moves (not DaemonSet or mirror pods, as
 //! `kubectl drain --ignore-daemonsets`), eviction through the Eviction API (so
-//! PodDisruptionBudgets are honoured), and finishing a pod the way a kubelet does.
-use std::sync::atomic::{AtomicBool, Ordering};
-
+//! PodDisruptionBudgets are honoured, and a refusal says which one), and finishing a pod
+//! the way a kubelet does.
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, EvictParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResourceList;
+use kube::api::{Api, DeleteParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
+use tokio::sync::OnceCell;
 
 /// Annotation the kubelet puts on a mirror pod (a static pod's API copy).
 const MIRROR_POD: &str = "kubernetes.io/config.mirror";
@@ -21,44 +22,100 @@ pub fn stays_on_drain(pod: &Pod) -> bool {
             .any(|r| r.kind == "DaemonSet" && r.controller == Some(true))
 }
 
-/// Servers before 1.22 do not serve policy/v1 Eviction; remembered once seen.
-static EVICTION_V1BETA1: AtomicBool = AtomicBool::new(false);
+/// What the API server made of one eviction.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Eviction {
+    /// The pod is on its way out (or was already gone).
+    Started,
+    /// Refused with 429: a PodDisruptionBudget allows no disruption now. The text is the
+    /// server's cause, which names the budget (`The disruption budget web needs 2 healthy
+    /// pods and has 2 currently`), or its message when it gave no cause.
+    Blocked(String),
+}
 
-/// Evicts `pod`; returns whether a PodDisruptionBudget refused it (429).
-pub async fn evict(client: &Client, pod: &Pod) -> Result<bool, kube::Error> {
-    let namespace = pod.namespace().unwrap_or_default();
-    let name = pod.name_any();
-    if !EVICTION_V1BETA1.load(Ordering::Relaxed) {
-        let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-        match api.evict(&name, &EvictParams::default()).await {
-            Ok(_) => return Ok(false),
-            Err(kube::Error::Api(s)) if s.code == 429 => return Ok(true),
-            Err(kube::Error::Api(s)) if s.is_not_found() && !s.message.contains("Eviction") => {
-                return Ok(false);
-            }
-            Err(kube::Error::Api(s)) if s.message.contains("policy/v1") => {
-                tracing::info!("server does not serve policy/v1 Eviction; using policy/v1beta1");
-                EVICTION_V1BETA1.store(true, Ordering::Relaxed);
-            }
-            Err(e) => return Err(e),
+/// Evicts pods through the Eviction API version the server serves for `pods/eviction`,
+/// found by discovery on first use (policy/v1 from 1.22, policy/v1beta1 before), as
+/// `kubectl drain` does.
+pub struct Evictor {
+    client: Client,
+    api_version: OnceCell<String>,
+}
+
+impl Evictor {
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            api_version: OnceCell::new(),
         }
     }
-    let body = json!({
-        "apiVersion": "policy/v1beta1",
-        "kind": "Eviction",
-        "metadata": {"name": name, "namespace": namespace},
-    });
-    let request = http::Request::post(format!(
-        "/api/v1/namespaces/{namespace}/pods/{name}/eviction"
-    ))
-    .header(http::header::CONTENT_TYPE, "application/json")
-    .body(serde_json::to_vec(&body).map_err(kube::Error::SerdeError)?)
-    .map_err(|e| kube::Error::BuildRequest(kube::core::request::Error::BuildRequest(e)))?;
-    match client.request::<serde_json::Value>(request).await {
-        Ok(_) => Ok(false),
-        Err(kube::Error::Api(s)) if s.code == 429 => Ok(true),
-        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(false),
-        Err(e) => Err(e),
+
+    /// The `apiVersion` of `pods/eviction` in the core group's discovery document.
+    async fn api_version(&self) -> Result<&str, kube::Error> {
+        let version = self
+            .api_version
+            .get_or_try_init(|| async {
+                let core = self.client.list_core_api_resources("v1").await?;
+                let version = eviction_version(&core).ok_or_else(|| {
+                    kube::Error::Discovery(kube::error::DiscoveryError::MissingResource(
+                        "pods/eviction".into(),
+                    ))
+                })?;
+                tracing::info!(%version, "evicting pods with {version} Eviction");
+                Ok::<_, kube::Error>(version)
+            })
+            .await?;
+        Ok(version)
+    }
+
+    /// Evicts `pod`.
+    pub async fn evict(&self, pod: &Pod) -> Result<Eviction, kube::Error> {
+        let namespace = pod.namespace().unwrap_or_default();
+        let name = pod.name_any();
+        let body = json!({
+            "apiVersion": self.api_version().await?,
+            "kind": "Eviction",
+            "metadata": {"name": name, "namespace": namespace},
+        });
+        let request = http::Request::post(format!(
+            "/api/v1/namespaces/{namespace}/pods/{name}/eviction"
+        ))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(serde_json::to_vec(&body).map_err(kube::Error::SerdeError)?)
+        .map_err(|e| kube::Error::BuildRequest(kube::core::request::Error::BuildRequest(e)))?;
+        match self.client.request::<serde_json::Value>(request).await {
+            Ok(_) => Ok(Eviction::Started),
+            Err(kube::Error::Api(s)) if s.code == 429 => Ok(Eviction::Blocked(blocker(&s))),
+            Err(kube::Error::Api(s)) if s.is_not_found() => Ok(Eviction::Started),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// `group/version` of the `pods/eviction` subresource in the core `v1` resource list.
+fn eviction_version(core: &APIResourceList) -> Option<String> {
+    let eviction = core.resources.iter().find(|r| r.name == "pods/eviction")?;
+    match (eviction.group.as_deref(), eviction.version.as_deref()) {
+        (Some(group), Some(version)) if !group.is_empty() && !version.is_empty() => {
+            Some(format!("{group}/{version}"))
+        }
+        // Servers that leave them out serve the oldest: policy/v1beta1.
+        _ => Some("policy/v1beta1".to_owned()),
+    }
+}
+
+/// Why a 429 refused an eviction: the DisruptionBudget causes, else the message.
+fn blocker(status: &kube::core::Status) -> String {
+    let causes: Vec<&str> = status
+        .details
+        .iter()
+        .flat_map(|d| &d.causes)
+        .filter(|c| c.reason == "DisruptionBudget" || c.message.contains("disruption budget"))
+        .map(|c| c.message.as_str())
+        .collect();
+    if causes.is_empty() {
+        status.message.clone()
+    } else {
+        causes.join("; ")
     }
 }
 
@@ -79,7 +136,7 @@ pub async fn finish(client: &Client, pod: &Pod) -> Result<(), kube::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{APIResource, OwnerReference};
 
     fn owned_by(kind: &str) -> Pod {
         let mut pod = Pod::default();
@@ -89,6 +146,67 @@ mod tests {
             ..Default::default()
         }]);
         pod
+    }
+
+    fn core_with(eviction: Option<(&str, &str)>) -> APIResourceList {
+        let resource = |name: &str, gv: Option<(&str, &str)>| APIResource {
+            name: name.into(),
+            group: gv.map(|g| g.0.into()),
+            version: gv.map(|g| g.1.into()),
+            ..Default::default()
+        };
+        APIResourceList {
+            group_version: "v1".into(),
+            resources: vec![resource("pods", None), resource("pods/eviction", eviction)],
+        }
+    }
+
+    #[test]
+    fn the_eviction_version_is_the_one_discovery_names() {
+        assert_eq!(
+            eviction_version(&core_with(Some(("policy", "v1")))).as_deref(),
+            Some("policy/v1")
+        );
+        assert_eq!(
+            eviction_version(&core_with(Some(("policy", "v1beta1")))).as_deref(),
+            Some("policy/v1beta1")
+        );
+        assert_eq!(
+            eviction_version(&core_with(None)).as_deref(),
+            Some("policy/v1beta1")
+        );
+        let no_eviction = APIResourceList {
+            resources: vec![],
+            ..core_with(None)
+        };
+        assert_eq!(eviction_version(&no_eviction), None);
+    }
+
+    #[test]
+    fn a_refusal_names_the_budget_when_the_server_does() {
+        // What a 1.20 API server answers when a budget allows no disruption.
+        let status: kube::core::Status = serde_json::from_value(json!({
+            "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 429,
+            "reason": "TooManyRequests",
+            "message": "Cannot evict pod as it would violate the pod's disruption budget.",
+            "details": {"causes": [{
+                "reason": "DisruptionBudget",
+                "message": "The disruption budget web needs 2 healthy pods and has 2 currently"
+            }]}
+        }))
+        .unwrap();
+        assert_eq!(
+            blocker(&status),
+            "The disruption budget web needs 2 healthy pods and has 2 currently"
+        );
+        let bare = kube::core::Status {
+            details: None,
+            ..status
+        };
+        assert_eq!(
+            blocker(&bare),
+            "Cannot evict pod as it would violate the pod's disruption budget."
+        );
     }
 
     #[test]

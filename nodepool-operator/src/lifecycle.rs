@@ -3,8 +3,11 @@
 //! - a node whose pool is gone (or being deleted) is deleted; on a cluster with a
 //!   garbage collector the owner reference does the same;
 //! - a deleted node is cordoned and drained (its pods evicted, PodDisruptionBudgets
-//!   honoured) before its termination finalizer goes. The drain clock is the node's
-//!   `deletionTimestamp`, so a restart neither resets nor shortens it;
+//!   honoured) before its termination finalizer goes. Past the drain timeout a drain the
+//!   budgets still block is shown on the Node (condition `DrainBlocked`, an event naming
+//!   the budgets) and goes on; only the pool's `terminationGracePeriodSeconds`, an
+//!   opt-in, deletes the pods anyway. Both clocks are the node's `deletionTimestamp`, so
+//!   a restart neither resets nor shortens them;
 //! - a pod being deleted on a virtual node is finished (no kubelet would).
 //!
 //! Progress is driven by pod events (a pod gone re-runs its node's drain), not polling.
@@ -13,7 +16,7 @@ use std::time::Duration;
 
 use futures::stream::BoxStream;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
@@ -38,6 +41,7 @@ pub struct Context {
     client: Client,
     recorder: Recorder,
     caches: Caches,
+    evictor: drain::Evictor,
     drain_timeout: Duration,
     metrics: Arc<ReconcileMetrics>,
     backoff: ErrorBackoff,
@@ -52,6 +56,7 @@ impl Context {
         metrics: Arc<ReconcileMetrics>,
     ) -> Self {
         Self {
+            evictor: drain::Evictor::new(client.clone()),
             client,
             recorder,
             caches,
@@ -82,6 +87,12 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("reporting the blocked drain on node {node}: {source}")]
+    ConditionFailed {
+        node: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("finishing pod {pod}: {source}")]
     PodFinishFailed {
         pod: String,
@@ -109,6 +120,7 @@ impl Error {
             Error::OrphanDeletionFailed { .. } => "orphan_delete",
             Error::CordonFailed { .. } => "cordon",
             Error::EvictionFailed { .. } => "evict",
+            Error::ConditionFailed { .. } => "condition",
             Error::PodFinishFailed { .. } => "pod_finish",
             Error::LeaseDeletionFailed { .. } => "lease_delete",
             Error::FinalizerRemovalFailed { .. } => "finalizer",
@@ -239,29 +251,19 @@ async fn reconcile_node(node: &Node, ctx: &Context) -> Result<Action, Error> {
         .collect();
     let elapsed =
         Duration::try_from(Timestamp::now().duration_since(deleted_at.0)).unwrap_or_default();
-    if !remaining.is_empty() && elapsed < ctx.drain_timeout {
-        let mut blocked = 0;
-        for pod in &remaining {
-            let refused =
-                drain::evict(&ctx.client, pod)
-                    .await
-                    .map_err(|source| Error::EvictionFailed {
-                        pod: pod_key(pod),
-                        source,
-                    })?;
-            blocked += usize::from(refused);
-        }
-        tracing::info!(node = %name, remaining = remaining.len(), blocked, "draining");
-        // Pod events bring the next step sooner; this is the deadline.
-        return Ok(Action::requeue(ctx.drain_timeout - elapsed));
-    }
+    let force_after = termination_grace_period(node, ctx);
     if !remaining.is_empty() {
-        let note = format!(
-            "node {name}: {} pod(s) not evicted within {:?}; deleting them",
-            remaining.len(),
-            ctx.drain_timeout
-        );
-        publish(ctx, node, EventType::Warning, "NodeDrainTimeout", note).await;
+        if let Some(grace) = force_after.filter(|grace| elapsed >= *grace) {
+            let note = format!(
+                "node {name}: {} pod(s) still on it after the pool's \
+                 terminationGracePeriodSeconds ({}s); deleting them, PodDisruptionBudgets bypassed",
+                remaining.len(),
+                grace.as_secs()
+            );
+            publish(ctx, node, EventType::Warning, "NodeDrainForced", note).await;
+        } else {
+            return evict(ctx, node, &remaining, elapsed, force_after).await;
+        }
     }
     // Nothing may run on a node that goes away: DaemonSet and mirror pods go last.
     for pod in &pods {
@@ -276,6 +278,135 @@ async fn reconcile_node(node: &Node, ctx: &Context) -> Result<Action, Error> {
     remove_finalizer(ctx, node).await?;
     tracing::info!(node = %name, drained_in = ?elapsed, "node drained and removed");
     Ok(Action::await_change())
+}
+
+/// How often a drain that budgets block tries again (`kubectl drain` tries every 5 s).
+const EVICTION_RETRY: Duration = Duration::from_secs(10);
+
+/// Node condition a drain that PodDisruptionBudgets block past the drain timeout shows.
+pub const DRAIN_BLOCKED: &str = "DrainBlocked";
+
+/// One drain step: evicts what is left. Evicted pods come back as pod events (their
+/// deletion, then their end); refused ones are tried again every [`EVICTION_RETRY`], and
+/// past the drain timeout the Node says which budgets block it.
+async fn evict(
+    ctx: &Context,
+    node: &Node,
+    remaining: &[&Arc<Pod>],
+    elapsed: Duration,
+    force_after: Option<Duration>,
+) -> Result<Action, Error> {
+    let name = node.name_any();
+    let mut blocked = Vec::new();
+    for pod in remaining {
+        let eviction = ctx
+            .evictor
+            .evict(pod)
+            .await
+            .map_err(|source| Error::EvictionFailed {
+                pod: pod_key(pod),
+                source,
+            })?;
+        if let drain::Eviction::Blocked(why) = eviction {
+            blocked.push(format!("{}: {why}", pod_key(pod)));
+        }
+    }
+    tracing::info!(node = %name, remaining = remaining.len(), blocked = blocked.len(), "draining");
+    if !blocked.is_empty() && elapsed >= ctx.drain_timeout {
+        report_blocked(ctx, node, &blocked).await?;
+    }
+    let mut next = EVICTION_RETRY;
+    if let Some(left) = ctx
+        .drain_timeout
+        .checked_sub(elapsed)
+        .filter(|d| !d.is_zero())
+    {
+        next = next.min(left);
+    }
+    if let Some(left) = force_after.and_then(|f| f.checked_sub(elapsed)) {
+        next = next.min(left.max(Duration::from_millis(100)));
+    }
+    Ok(Action::requeue(next))
+}
+
+/// Puts (or updates) the Node's `DrainBlocked` condition and, when it changed, a Warning
+/// event; nothing when the Node already says the same.
+async fn report_blocked(ctx: &Context, node: &Node, blocked: &[String]) -> Result<(), Error> {
+    let name = node.name_any();
+    let mut message = format!(
+        "{} pod(s) not evicted after {}s: {}",
+        blocked.len(),
+        ctx.drain_timeout.as_secs(),
+        blocked.join("; ")
+    );
+    // A condition message is for people; a node full of refused pods would not fit.
+    if message.len() > 1024 {
+        let mut cut = 1021;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push_str("...");
+    }
+    let current = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == DRAIN_BLOCKED));
+    if current.is_some_and(|c| {
+        c.status == "True"
+            && c.reason.as_deref() == Some("DisruptionBudget")
+            && c.message.as_deref() == Some(message.as_str())
+    }) {
+        return Ok(());
+    }
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now());
+    let condition = NodeCondition {
+        type_: DRAIN_BLOCKED.into(),
+        status: "True".into(),
+        reason: Some("DisruptionBudget".into()),
+        message: Some(message.clone()),
+        last_heartbeat_time: Some(now.clone()),
+        last_transition_time: Some(
+            current
+                .filter(|c| c.status == "True")
+                .and_then(|c| c.last_transition_time.clone())
+                .unwrap_or(now),
+        ),
+    };
+    // Strategic merge: conditions merge by type, beside the heartbeat's Ready.
+    let patch = json!({"status": {"conditions": [condition]}});
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    match nodes
+        .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.is_not_found() => return Ok(()),
+        Err(source) => return Err(Error::ConditionFailed { node: name, source }),
+    }
+    let note = format!(
+        "node {name}: {message}; retrying every {}s. Set the pool's \
+         spec.template.terminationGracePeriodSeconds to delete them anyway.",
+        EVICTION_RETRY.as_secs()
+    );
+    publish(ctx, node, EventType::Warning, "DrainBlocked", note).await;
+    Ok(())
+}
+
+/// The owning pool's `terminationGracePeriodSeconds`, when the pool (this very one, by
+/// uid) is still there and sets it.
+fn termination_grace_period(node: &Node, ctx: &Context) -> Option<Duration> {
+    let owner = node
+        .owner_references()
+        .iter()
+        .find(|r| r.kind == "NodePool" && r.controller == Some(true))?;
+    let pool = ctx.caches.pools.get(&ObjectRef::new(pool_of(node)?))?;
+    if pool.metadata.uid.as_deref() != Some(owner.uid.as_str()) {
+        return None;
+    }
+    let seconds = pool.spec.template.termination_grace_period_seconds?;
+    Some(Duration::from_secs(seconds.max(0) as u64))
 }
 
 /// Whether the pool that owns `node` is gone, made anew (another uid) or being deleted.

@@ -29,7 +29,9 @@ struct Cli {
     /// Most nodes the provider hands out over all pools (default: unlimited).
     #[arg(long, env = "MAX_NODES")]
     max_nodes: Option<u32>,
-    /// Seconds a node's drain may take before its pods are deleted anyway.
+    /// Seconds a node's drain may take before one that PodDisruptionBudgets block is
+    /// reported on the Node (condition DrainBlocked and an event). The drain goes on; the
+    /// pool's spec.template.terminationGracePeriodSeconds alone deletes the pods anyway.
     #[arg(long, env = "DRAIN_TIMEOUT_SECONDS", default_value_t = 60)]
     drain_timeout_seconds: u64,
     /// Seconds between renewals of each virtual node's Lease (the kubelet's 10).

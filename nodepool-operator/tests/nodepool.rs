@@ -399,11 +399,12 @@ async fn nodepool_ready_lands_beside_the_autoscalers_own_conditions() {
     wait_for("NotFound").await;
 }
 
-/// A pod bound to a pool node, tolerating the virtual taint, in namespace `default`.
+/// A pod bound to a pool node, tolerating the virtual taint, in namespace `default`,
+/// labelled `app=<name>`.
 fn pod_on(node: &str, name: &str) -> k8s_openapi::api::core::v1::Pod {
     serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default"},
+        "metadata": {"name": name, "namespace": "default", "labels": {"app": name}},
         "spec": {
             "nodeName": node,
             "tolerations": [{"key": "nodepool.dev/virtual", "operator": "Exists", "effect": "NoSchedule"}],
@@ -477,5 +478,125 @@ async fn a_deleted_pod_on_a_virtual_node_does_not_stay_terminating() {
         }
     })
     .await;
+    pools.delete(&name, &DeleteParams::default()).await.unwrap();
+}
+
+/// Marks the pod Running, as a kubelet would: the Eviction API ignores budgets for
+/// Pending pods (they disrupt nothing).
+async fn running(pods: &Api<k8s_openapi::api::core::v1::Pod>, pod: &str) {
+    let status = json!({"status": {"phase": "Running",
+        "conditions": [{"type": "Ready", "status": "True"}]}});
+    pods.patch_status(pod, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+}
+
+/// The condition `type_` of the node, from the API server.
+async fn node_condition(
+    nodes: &Api<Node>,
+    node: &str,
+    type_: &str,
+) -> Option<k8s_openapi::api::core::v1::NodeCondition> {
+    let node = nodes.get_opt(node).await.unwrap()?;
+    node.status?
+        .conditions?
+        .into_iter()
+        .find(|c| c.type_ == type_)
+}
+
+#[tokio::test]
+async fn a_drain_that_a_budget_blocks_waits_says_which_and_goes_on_when_it_allows() {
+    let (client, pools, nodes) = setup().await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "default");
+    let name = unique_name("pdb");
+    pools
+        .create(&PostParams::default(), &fixtures::nodepool(&name, 1))
+        .await
+        .unwrap();
+    let node = converged(&pools, &nodes, &name, 1).await[0].name_any();
+    let pod = unique_name("guarded");
+    pods.create(&PostParams::default(), &pod_on(&node, &pod))
+        .await
+        .unwrap();
+    running(&pods, &pod).await;
+    let budget = unique_name("budget");
+    let budgets = fixtures::blocking_pdb(&client, &budget, &pod).await;
+
+    scale(&pools, &name, 0).await;
+    // Past the drain timeout (5 s here) the Node says which budget blocks it.
+    let condition = eventually("the DrainBlocked condition", CONVERGE, || async {
+        node_condition(&nodes, &node, "DrainBlocked")
+            .await
+            .ok_or_else(|| "none yet".to_owned())
+    })
+    .await;
+    assert_eq!(condition.status, "True");
+    assert_eq!(condition.reason.as_deref(), Some("DisruptionBudget"));
+    let message = condition.message.unwrap_or_default();
+    assert!(
+        message.contains(&budget) && message.contains(&pod),
+        "{message}"
+    );
+    let event = e2e::wait_for_event(client.clone(), "DrainBlocked", &node, CONVERGE).await;
+    assert!(
+        event.note.as_deref().unwrap_or_default().contains(&budget),
+        "{event:?}"
+    );
+    // Honoured: the node stays, cordoned, and the pod is not touched.
+    let held = nodes.get(&node).await.unwrap();
+    assert!(held.metadata.deletion_timestamp.is_some());
+    assert_eq!(held.spec.and_then(|s| s.unschedulable), Some(true));
+    let guarded = pods.get(&pod).await.unwrap();
+    assert!(guarded.metadata.deletion_timestamp.is_none(), "{guarded:?}");
+
+    // The budget gone, the next try evicts the pod and the node goes.
+    budgets
+        .delete(&budget, &DeleteParams::default())
+        .await
+        .unwrap();
+    converged(&pools, &nodes, &name, 0).await;
+    assert!(
+        pods.get_opt(&pod).await.unwrap().is_none(),
+        "the pod was evicted"
+    );
+    pools.delete(&name, &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_pool_with_a_termination_grace_period_forces_a_blocked_drain() {
+    let (client, pools, nodes) = setup().await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "default");
+    let name = unique_name("force");
+    let mut pool = fixtures::nodepool(&name, 1);
+    pool.spec.template.termination_grace_period_seconds = Some(2);
+    pools.create(&PostParams::default(), &pool).await.unwrap();
+    let node = converged(&pools, &nodes, &name, 1).await[0].name_any();
+    let pod = unique_name("guarded");
+    pods.create(&PostParams::default(), &pod_on(&node, &pod))
+        .await
+        .unwrap();
+    running(&pods, &pod).await;
+    let budget = unique_name("budget");
+    let budgets = fixtures::blocking_pdb(&client, &budget, &pod).await;
+
+    scale(&pools, &name, 0).await;
+    converged(&pools, &nodes, &name, 0).await;
+    let event = e2e::wait_for_event(client.clone(), "NodeDrainForced", &node, CONVERGE).await;
+    assert!(
+        event
+            .note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("bypassed"),
+        "{event:?}"
+    );
+    assert!(
+        pods.get_opt(&pod).await.unwrap().is_none(),
+        "the pod was deleted"
+    );
+    budgets
+        .delete(&budget, &DeleteParams::default())
+        .await
+        .unwrap();
     pools.delete(&name, &DeleteParams::default()).await.unwrap();
 }

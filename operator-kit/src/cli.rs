@@ -89,7 +89,8 @@ pub struct RunArgs {
 
 impl RunArgs {
     /// A kube client from the usual config loading (KUBECONFIG, then in-cluster), or from
-    /// the kubeconfig context `--context`, counting its requests in `metrics`.
+    /// the kubeconfig context `--context`, counting its requests in `metrics`, retrying
+    /// as client-go does ([`crate::client`]).
     pub async fn client(
         &self,
         metrics: std::sync::Arc<crate::observe::ObserveMetrics>,
@@ -104,9 +105,7 @@ impl RunArgs {
             }
             None => kube::Config::infer().await?,
         };
-        Ok(kube::client::ClientBuilder::try_from(config)?
-            .with_layer(&crate::observe::ApiMetricsLayer(metrics))
-            .build())
+        Ok(crate::client::build(config, metrics)?)
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod backoff;
 pub mod cli;
+pub mod client;
 pub mod errors;
 pub mod events;
 pub mod http;

@@ -58,6 +58,13 @@ pub struct NodeTemplate {
     pub taints: Vec<Taint>,
     /// Capacity (and allocatable) of each node.
     pub capacity: NodeCapacity,
+    /// Most seconds a node's drain may take, from its deletion, before the pods still on
+    /// it are deleted anyway, bypassing PodDisruptionBudgets (Karpenter's
+    /// `terminationGracePeriod`). Unset: a drain waits for the budgets as long as it takes,
+    /// and a blocked one is reported on the Node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub termination_grace_period_seconds: Option<i64>,
 }
 
 /// Resources one node offers, as Kubernetes quantities.

@@ -74,8 +74,15 @@ impl Instance {
     }
 }
 
-/// Starts an operator with fresh metrics and waits until its caches have synced.
+/// Starts an operator with fresh metrics and waits until its caches have synced. With
+/// `RUST_LOG` set, its log goes to stderr (`cargo test -- --nocapture` shows it).
 pub fn start(config: Config) -> Instance {
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let cp = shared();
     let kubeconfig = cp.kubeconfig().to_owned();
     let metrics = operator_kit::metrics::operator_metrics("nodepool_operator");
