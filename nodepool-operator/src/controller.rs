@@ -4,8 +4,8 @@
 //! parallel, delete surplus ones: their drain is the lifecycle controller's), report
 //! (status through the write strategy, only when a field this operator owns differs).
 use std::collections::HashSet;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::Node;
@@ -23,6 +23,7 @@ use shared_crd::{LEGACY_NODEPOOL_FINALIZER, NodePool, condition_type, field_mana
 use crate::Caches;
 use crate::decide::{self, Blocker};
 use crate::provider::{Created, Provider, ProviderError, free_node_names, pool_of};
+use crate::quota::Reservations;
 
 /// Controller name in metrics and logs.
 pub const CONTROLLER: &str = "nodepool";
@@ -52,6 +53,8 @@ pub struct Context {
     pub settings: Settings,
     pub metrics: Arc<ReconcileMetrics>,
     backoff: ErrorBackoff,
+    /// Names being created under `--max-nodes` (see `quota`).
+    reservations: Mutex<Reservations>,
 }
 
 impl Context {
@@ -73,6 +76,7 @@ impl Context {
             settings,
             metrics,
             backoff: ErrorBackoff::default(),
+            reservations: Mutex::default(),
         }
     }
 
@@ -233,21 +237,16 @@ async fn reconcile_pool(pool: &NodePool, ctx: &Context) -> Result<Action, Error>
         return Ok(Action::await_change());
     }
     let desired = pool.spec.replicas.max(0) as usize;
-    let growth = decide::nodes_to_add(
-        pool.spec.replicas,
-        live.len(),
-        ctx.caches.nodes_by_pool.len(),
-        ctx.settings.max_nodes,
-    );
+    let taken: HashSet<String> = all.iter().map(|n| n.name_any()).collect();
+    let (growth, names) = plan_growth(pool, ctx, live.len(), &taken);
     let mut acted = Acted {
         blocker: growth.at_quota.then(|| Blocker::AtQuota {
             max_nodes: ctx.settings.max_nodes.unwrap_or_default(),
         }),
         ..Default::default()
     };
-    if growth.add > 0 {
-        let taken: HashSet<String> = all.iter().map(|n| n.name_any()).collect();
-        create_nodes(pool, ctx, &taken, growth.add, &mut acted).await;
+    if !names.is_empty() {
+        create_nodes(pool, ctx, names, &mut acted).await;
     }
     if live.len() > desired {
         let victims = decide::nodes_to_remove(&live, live.len() - desired, |n| {
@@ -288,16 +287,33 @@ async fn reconcile_pool(pool: &NodePool, ctx: &Context) -> Result<Action, Error>
     Ok(Action::requeue(ctx.settings.resync))
 }
 
-/// Creates `count` nodes at once. A name that exists already is no new node: no event,
-/// not counted. The first failure becomes the pool's `ProviderError`.
-async fn create_nodes(
+/// How many nodes to add, and their names: under `--max-nodes`, decided and reserved
+/// under one lock, so reconciles of other pools running at once count them (`quota`).
+fn plan_growth(
     pool: &NodePool,
     ctx: &Context,
+    current: usize,
     taken: &HashSet<String>,
-    count: usize,
-    acted: &mut Acted,
-) {
-    let names = free_node_names(pool, taken, count);
+) -> (decide::Growth, Vec<String>) {
+    let cached = ctx.caches.nodes_by_pool.len();
+    let Some(max) = ctx.settings.max_nodes else {
+        let growth = decide::nodes_to_add(pool.spec.replicas, current, cached, None);
+        return (growth, free_node_names(pool, taken, growth.add));
+    };
+    let mut reservations = ctx.reservations.lock().expect("not poisoned");
+    let outstanding = reservations.outstanding(Instant::now(), |name| {
+        ctx.caches.nodes.get(&ObjectRef::new(name)).is_some()
+    });
+    let growth = decide::nodes_to_add(pool.spec.replicas, current, cached + outstanding, Some(max));
+    let names = free_node_names(pool, taken, growth.add);
+    reservations.add(&names, Instant::now());
+    (growth, names)
+}
+
+/// Creates the nodes `names` at once. A name that exists already is no new node: no
+/// event, not counted. The first failure becomes the pool's `ProviderError`; a failed
+/// name frees its quota reservation.
+async fn create_nodes(pool: &NodePool, ctx: &Context, names: Vec<String>, acted: &mut Acted) {
     let results =
         futures::future::join_all(names.iter().map(|n| ctx.provider.create(pool, n))).await;
     for (name, result) in names.into_iter().zip(results) {
@@ -305,6 +321,10 @@ async fn create_nodes(
             Ok(Created::New(node)) => acted.created.push(*node),
             Ok(Created::AlreadyExists) => acted.unseen = Some(name),
             Err(e) => {
+                ctx.reservations
+                    .lock()
+                    .expect("not poisoned")
+                    .release(&name);
                 if acted.blocker.is_none() {
                     acted.blocker = Some(Blocker::ProviderError(e.to_string()));
                 }

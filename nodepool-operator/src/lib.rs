@@ -17,6 +17,7 @@ pub mod heartbeat;
 pub mod lifecycle;
 pub mod nodepool_ready;
 pub mod provider;
+pub mod quota;
 
 pub use controller::{Context, Settings};
 
