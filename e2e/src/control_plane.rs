@@ -62,8 +62,9 @@ impl Identity {
 pub struct ControlPlane {
     /// Kubeconfig with one context per [`Identity`] (an external one: as given).
     kubeconfig: PathBuf,
-    /// Supervised processes; kept so their pipes stay open while this lives.
-    children: Vec<Child>,
+    /// Supervised processes (etcd, then kube-apiserver); kept so their pipes stay open
+    /// while this lives. Writing `restart <seconds>` to one's stdin restarts it.
+    children: std::sync::Mutex<Vec<Child>>,
     external: bool,
 }
 
@@ -85,7 +86,7 @@ impl ControlPlane {
     pub async fn external(kubeconfig: &Path) -> Result<Self> {
         let cp = Self {
             kubeconfig: kubeconfig.to_owned(),
-            children: Vec::new(),
+            children: Default::default(),
             external: true,
         };
         install_crds(&cp.client().await?).await?;
@@ -147,7 +148,7 @@ impl ControlPlane {
         match Self::boot(dir, assets, mode, &mut children).await {
             Ok(kubeconfig) => Ok(Self {
                 kubeconfig,
-                children,
+                children: std::sync::Mutex::new(children),
                 external: false,
             }),
             Err(e) => Err((e, children)),
@@ -288,17 +289,65 @@ impl ControlPlane {
         client_for(kubeconfig, identity).await
     }
 
+    /// Stops `component` (SIGTERM, as a rolling restart would), keeps it down for `down`,
+    /// starts it again with the same flags and data directory, and waits until the API
+    /// server is ready again.
+    pub async fn restart(&self, component: Component, down: Duration) -> Result<()> {
+        use std::io::Write;
+        if self.external {
+            bail!("an external cluster's {component:?} cannot be restarted from here");
+        }
+        let client = self.client().await?;
+        {
+            let mut children = self.children.lock().expect("not poisoned");
+            let child = children
+                .get_mut(component as usize)
+                .context("no such control-plane process")?;
+            let stdin = child
+                .stdin
+                .as_mut()
+                .context("a detached control plane cannot be restarted")?;
+            writeln!(stdin, "restart {}", down.as_secs_f64())?;
+            stdin.flush()?;
+        }
+        let ready = || async {
+            matches!(client.request_text(http_get("/readyz")).await, Ok(b) if b.trim() == "ok")
+        };
+        // Down (or not ready) first, then ready again.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while ready().await && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let deadline = Instant::now() + down + Duration::from_secs(60);
+        while !ready().await {
+            if Instant::now() > deadline {
+                bail!("the API server is not ready again after restarting {component:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
     /// Releases the processes so they outlive this value (detached mode).
     pub fn detach(mut self) {
-        self.children.clear();
+        self.children.get_mut().expect("not poisoned").clear();
         std::mem::forget(self);
     }
 }
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
-        stop_children(std::mem::take(&mut self.children));
+        stop_children(std::mem::take(
+            self.children.get_mut().unwrap_or_else(|e| e.into_inner()),
+        ));
     }
+}
+
+/// A process of the control plane, in the order it starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Component {
+    Etcd = 0,
+    KubeApiserver = 1,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -471,16 +520,26 @@ fn spawn(mut cmd: Command, dir: &Path, name: &str, mode: Mode) -> Result<Child> 
 }
 
 /// `$1` is the data directory, the rest the command. Stops the command when stdin
-/// closes; the last supervisor to finish removes the data directory.
+/// closes (the last supervisor to finish, etcd's, removes the data directory), and
+/// restarts it on a `restart <seconds>` line.
 const SUPERVISOR: &str = r#"
 dir="$1"; shift
 "$@" </dev/null &
 pid=$!
-read -r _ || true
-kill "$pid" 2>/dev/null
-for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-kill -9 "$pid" 2>/dev/null
-wait "$pid" 2>/dev/null
+stop() {
+  kill "$pid" 2>/dev/null
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+}
+# `restart <seconds>`: stop, stay down that long, start again. End of input: stop.
+while read -r command seconds; do
+  case "$command" in
+    restart) stop; echo "supervisor: restarting after ${seconds}s down"; sleep "$seconds"; "$@" </dev/null & pid=$! ;;
+    *) break ;;
+  esac
+done
+stop
 case "$(basename "$1")" in etcd) rm -rf "$dir" ;; esac
 "#;
 

@@ -4,8 +4,9 @@
 
 pub mod control_plane;
 
-pub use control_plane::{ControlPlane, Identity, shared, unique_name};
+pub use control_plane::{Component, ControlPlane, Identity, shared, unique_name};
 pub mod fixtures;
+pub mod process;
 pub mod proxy;
 pub mod report;
 pub mod scale;

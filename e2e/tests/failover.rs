@@ -4,85 +4,47 @@
 //! (nodes cordoned, not yet gone); each time the standby takes over and the pool ends
 //! with exactly the nodes it asks for: none missing, none doubled, none left cordoned.
 //!
+//! The same for autoscaler-operator: its leader is killed right after it has grown a
+//! pool (nodes not yet Ready), then the next one right after it has shrunk it (nodes
+//! draining); the pool ends at exactly the size its demand asks for.
+//!
 //! The replicas run as the admin user: the chart grants Lease updates through a Role in
 //! its release namespace, which this harness does not install.
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use e2e::timeline::http_get;
+use e2e::process::OperatorProcess;
 use e2e::{eventually, fixtures, shared, unique_name};
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use shared_crd::{NodePool, POOL_LABEL};
+use shared_crd::condition::{ConditionStatus, find};
+use shared_crd::{Autoscaler, NodePool, POOL_LABEL, ScalingRules};
 
-struct Replica {
-    child: tokio::process::Child,
-    addr: String,
+/// A nodepool-operator replica with leader election, as the chart runs it.
+async fn replica(kubeconfig: &Path, logs: &Path, name: &str) -> OperatorProcess {
+    let args = [
+        "--leader-elect",
+        "--provisioning-delay-ms",
+        "1500",
+        "--drain-timeout-seconds",
+        "5",
+    ];
+    // Ready once its caches have synced, leader or not.
+    OperatorProcess::start("nodepool-operator", name, kubeconfig, None, logs, &args)
+        .await
+        .unwrap()
 }
 
-impl Replica {
-    async fn start(kubeconfig: &Path, logs: &Path, identity: &str) -> Self {
-        let addr = format!("127.0.0.1:{}", e2e::control_plane::free_port().unwrap());
-        let log_path = logs.join(format!("{identity}.log"));
-        let log = std::fs::File::create(&log_path).unwrap();
-        let mut child =
-            tokio::process::Command::new(e2e::operator_bin_dir().join("nodepool-operator"))
-                .args([
-                    "--leader-elect",
-                    "--metrics-addr",
-                    &addr,
-                    "--log-format",
-                    "json",
-                ])
-                .args([
-                    "--provisioning-delay-ms",
-                    "1500",
-                    "--drain-timeout-seconds",
-                    "5",
-                ])
-                .env("KUBECONFIG", kubeconfig)
-                .env("POD_NAME", identity)
-                .env("RUST_LOG", "info,kube=warn")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .kill_on_drop(true)
-                .spawn()
-                .unwrap();
-        // Ready once its caches have synced, leader or not.
-        e2e::wait_until_ready(
-            identity,
-            &mut child,
-            &addr,
-            &log_path,
-            Duration::from_secs(30),
-        )
-        .await
-        .unwrap();
-        Self { child, addr }
-    }
-
-    fn leading(&self) -> bool {
-        http_get(&self.addr, "/metrics").is_ok_and(|m| {
-            m.lines()
-                .any(|l| l.starts_with("nodepool_operator_leader ") && l.ends_with(" 1"))
-        })
-    }
-
-    async fn wait_leading(&self, what: &str) -> Instant {
-        eventually(what, Duration::from_secs(40), || async {
-            self.leading()
-                .then(Instant::now)
-                .ok_or_else(|| "not leading".to_owned())
-        })
-        .await
-    }
-
-    async fn kill(mut self) {
-        self.child.start_kill().unwrap();
-        self.child.wait().await.unwrap();
-    }
+async fn wait_leading(replica: &OperatorProcess) -> Instant {
+    let what = format!("{} to lead", replica.name());
+    eventually(&what, Duration::from_secs(40), || async {
+        replica
+            .leading()
+            .then(Instant::now)
+            .ok_or_else(|| "not leading".to_owned())
+    })
+    .await
 }
 
 /// The pool's nodes: (all, cordoned, terminating).
@@ -135,8 +97,13 @@ async fn resize(pools: &Api<NodePool>, pool: &str, replicas: i32) {
         .unwrap();
 }
 
+/// The tests of this binary run one at a time: each runs its own operators, which must
+/// not act on the other's pools.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn the_standby_takes_over_when_the_leader_is_killed_mid_scale() {
+    let _serial = SERIAL.lock().await;
     let cp = shared();
     let client = cp.client().await.unwrap();
     let logs = std::env::temp_dir().join(unique_name("failover-logs"));
@@ -145,9 +112,9 @@ async fn the_standby_takes_over_when_the_leader_is_killed_mid_scale() {
     let nodes: Api<Node> = Api::all(client.clone());
     let pool = unique_name("failover");
 
-    let a = Replica::start(cp.kubeconfig(), &logs, "replica-a").await;
-    a.wait_leading("replica a to lead").await;
-    let b = Replica::start(cp.kubeconfig(), &logs, "replica-b").await;
+    let a = replica(cp.kubeconfig(), &logs, "replica-a").await;
+    wait_leading(&a).await;
+    let b = replica(cp.kubeconfig(), &logs, "replica-b").await;
     assert!(!b.leading(), "two leaders");
 
     pools
@@ -167,12 +134,12 @@ async fn the_standby_takes_over_when_the_leader_is_killed_mid_scale() {
     .await;
     let killed = Instant::now();
     a.kill().await;
-    let took_over = b.wait_leading("replica b to take over").await;
+    let took_over = wait_leading(&b).await;
     eprintln!("replica b led {:?} after the kill", took_over - killed);
     converged(&pools, &nodes, &pool, 12).await;
 
     // Mid scale-down: nodes cordoned and draining; the new leader dies too.
-    let c = Replica::start(cp.kubeconfig(), &logs, "replica-c").await;
+    let c = replica(cp.kubeconfig(), &logs, "replica-c").await;
     assert!(!c.leading(), "two leaders");
     resize(&pools, &pool, 3).await;
     eventually(
@@ -188,11 +155,170 @@ async fn the_standby_takes_over_when_the_leader_is_killed_mid_scale() {
     .await;
     let killed = Instant::now();
     b.kill().await;
-    let took_over = c.wait_leading("replica c to take over").await;
+    let took_over = wait_leading(&c).await;
     eprintln!("replica c led {:?} after the kill", took_over - killed);
     converged(&pools, &nodes, &pool, 3).await;
 
     pools.delete(&pool, &Default::default()).await.unwrap();
     c.kill().await;
     let _ = std::fs::remove_dir_all(&logs);
+}
+
+/// An autoscaler-operator replica with leader election, as the chart runs it.
+async fn autoscaler_replica(kubeconfig: &Path, logs: &Path, name: &str) -> OperatorProcess {
+    OperatorProcess::start(
+        "autoscaler-operator",
+        name,
+        kubeconfig,
+        None,
+        logs,
+        &["--leader-elect"],
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_autoscaler_standby_takes_over_mid_scale_up_and_mid_scale_down() {
+    let _serial = SERIAL.lock().await;
+    let cp = shared();
+    let client = cp.client().await.unwrap();
+    let logs = std::env::temp_dir().join(unique_name("failover-as-logs"));
+    let pools: Api<NodePool> = Api::all(client.clone());
+    let nodes: Api<Node> = Api::all(client.clone());
+    let autoscalers: Api<Autoscaler> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    // One nodepool-operator (its failover is the test above).
+    let nodepool = OperatorProcess::start(
+        "nodepool-operator",
+        "nodepool-operator",
+        cp.kubeconfig(),
+        None,
+        &logs,
+        &[
+            "--provisioning-delay-ms",
+            "1500",
+            "--drain-timeout-seconds",
+            "5",
+        ],
+    )
+    .await
+    .unwrap();
+    let x = autoscaler_replica(cp.kubeconfig(), &logs, "autoscaler-x").await;
+    wait_leading(&x).await;
+    let y = autoscaler_replica(cp.kubeconfig(), &logs, "autoscaler-y").await;
+    assert!(!y.leading(), "two leaders");
+
+    let pool = unique_name("as-failover");
+    pools
+        .create(&PostParams::default(), &fixtures::nodepool(&pool, 1))
+        .await
+        .unwrap();
+    let mut scaler = fixtures::autoscaler(&unique_name("as"), &pool, 1, 6);
+    scaler.spec.behavior.scale_down = ScalingRules {
+        stabilization_window_seconds: 5,
+        max_step: 10,
+    };
+    let scaler_name = scaler.name_any();
+    autoscalers
+        .create(&PostParams::default(), &scaler)
+        .await
+        .unwrap();
+    converged(&pools, &nodes, &pool, 1).await;
+
+    // 4 pods of 1.2 cores: 3 nodes. The leader dies right after it has grown the pool.
+    let demand: Vec<String> = (0..4).map(|i| format!("{pool}-pod-{i}")).collect();
+    for name in &demand {
+        pods.create(
+            &PostParams::default(),
+            &fixtures::pod_wanting(name, &pool, "1200m", "1Gi"),
+        )
+        .await
+        .unwrap();
+    }
+    eventually(
+        "the autoscaler to grow the pool",
+        Duration::from_secs(30),
+        || async {
+            let replicas = pools
+                .get(&pool)
+                .await
+                .map_err(|e| e.to_string())?
+                .spec
+                .replicas;
+            (replicas > 1)
+                .then_some(())
+                .ok_or(format!("spec.replicas {replicas}"))
+        },
+    )
+    .await;
+    let killed = Instant::now();
+    x.kill().await;
+    let took_over = wait_leading(&y).await;
+    eprintln!("autoscaler y led {:?} after the kill", took_over - killed);
+    converged(&pools, &nodes, &pool, 3).await;
+    scaled_to(&autoscalers, &scaler_name, 3).await;
+
+    // The demand goes; the new leader dies right after it has shrunk the pool.
+    let z = autoscaler_replica(cp.kubeconfig(), &logs, "autoscaler-z").await;
+    assert!(!z.leading(), "two leaders");
+    for name in &demand {
+        pods.delete(name, &Default::default()).await.unwrap();
+    }
+    eventually(
+        "the autoscaler to shrink the pool",
+        Duration::from_secs(60),
+        || async {
+            let replicas = pools
+                .get(&pool)
+                .await
+                .map_err(|e| e.to_string())?
+                .spec
+                .replicas;
+            (replicas < 3)
+                .then_some(())
+                .ok_or(format!("spec.replicas {replicas}"))
+        },
+    )
+    .await;
+    let killed = Instant::now();
+    y.kill().await;
+    let took_over = wait_leading(&z).await;
+    eprintln!("autoscaler z led {:?} after the kill", took_over - killed);
+    converged(&pools, &nodes, &pool, 1).await;
+    scaled_to(&autoscalers, &scaler_name, 1).await;
+
+    autoscalers
+        .delete(&scaler_name, &Default::default())
+        .await
+        .unwrap();
+    pools.delete(&pool, &Default::default()).await.unwrap();
+    eventually("the pool's nodes gone", Duration::from_secs(60), || async {
+        let (all, ..) = nodes_of(&nodes, &pool).await;
+        (all == 0).then_some(()).ok_or(format!("{all} left"))
+    })
+    .await;
+    z.kill().await;
+    nodepool.kill().await;
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+/// Waits until the Autoscaler reports `replicas` as its decision, with the conditions
+/// of both operators present and true.
+async fn scaled_to(autoscalers: &Api<Autoscaler>, name: &str, replicas: i32) {
+    eventually(
+        &format!("{name} at {replicas}"),
+        Duration::from_secs(60),
+        || async {
+            let a = autoscalers.get(name).await.map_err(|e| e.to_string())?;
+            let s = a.status.unwrap_or_default();
+            let conditions_true = ["Active", "AbleToScale", "NodePoolReady"]
+                .iter()
+                .all(|t| find(&s.conditions, t).is_some_and(|c| c.status == ConditionStatus::True));
+            (s.desired_replicas == Some(replicas) && conditions_true)
+                .then_some(())
+                .ok_or(format!("{s:?}"))
+        },
+    )
+    .await;
 }

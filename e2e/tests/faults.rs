@@ -1,0 +1,452 @@
+//! Faults on the real control plane, with the operators run as processes under their
+//! own identities, as a Deployment runs them. Each test injects one fault and asserts
+//! convergence with nothing lost or done twice: exact node counts, no node left cordoned
+//! or terminating, the status saying so.
+//!
+//! They share this binary's control plane and one of them restarts it, so they run one
+//! at a time (`SERIAL`).
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use e2e::process::OperatorProcess;
+use e2e::proxy::{Answer, ErrorProxy, upstream_of};
+use e2e::{Component, eventually, fixtures, shared, unique_name};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use shared_crd::{Autoscaler, NodePool, POOL_LABEL, ScalingRules};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+const CONVERGE: Duration = Duration::from_secs(90);
+
+fn logs(test: &str) -> PathBuf {
+    std::env::temp_dir().join(unique_name(&format!("faults-{test}")))
+}
+
+async fn nodepool_operator(name: &str, kubeconfig: &Path, logs: &Path) -> OperatorProcess {
+    OperatorProcess::start(
+        "nodepool-operator",
+        name,
+        kubeconfig,
+        Some("nodepool-operator"),
+        logs,
+        &[
+            "--provisioning-delay-ms",
+            "500",
+            "--drain-timeout-seconds",
+            "5",
+        ],
+    )
+    .await
+    .unwrap()
+}
+
+async fn autoscaler_operator(name: &str, kubeconfig: &Path, logs: &Path) -> OperatorProcess {
+    OperatorProcess::start(
+        "autoscaler-operator",
+        name,
+        kubeconfig,
+        Some("autoscaler-operator"),
+        logs,
+        &[],
+    )
+    .await
+    .unwrap()
+}
+
+/// The pool's nodes: (all, cordoned, terminating).
+async fn nodes_of(nodes: &Api<Node>, pool: &str) -> (usize, usize, usize) {
+    let list = nodes
+        .list(&ListParams::default().labels(&format!("{POOL_LABEL}={pool}")))
+        .await
+        .unwrap();
+    let cordoned = list
+        .items
+        .iter()
+        .filter(|n| n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true))
+        .count();
+    let terminating = list
+        .items
+        .iter()
+        .filter(|n| n.metadata.deletion_timestamp.is_some())
+        .count();
+    (list.items.len(), cordoned, terminating)
+}
+
+/// Waits until the pool has exactly `size` nodes, none cordoned or terminating, all
+/// Ready, and a status that says so for its latest generation.
+async fn converged(client: &Client, pool: &str, size: usize) {
+    let (pools, nodes): (Api<NodePool>, Api<Node>) =
+        (Api::all(client.clone()), Api::all(client.clone()));
+    eventually(
+        &format!("pool {pool} at {size} nodes"),
+        CONVERGE,
+        || async {
+            let seen = nodes_of(&nodes, pool).await;
+            let p = pools.get(pool).await.map_err(|e| e.to_string())?;
+            let status = p.status.clone().unwrap_or_default();
+            let ok = seen == (size, 0, 0)
+                && status.replicas == size as i32
+                && status.ready_replicas == size as i32
+                && status.observed_generation == p.metadata.generation;
+            ok.then_some(()).ok_or(format!(
+                "nodes (all, cordoned, terminating) {seen:?}, status {status:?}, generation {:?}",
+                p.metadata.generation
+            ))
+        },
+    )
+    .await;
+}
+
+async fn resize(pools: &Api<NodePool>, pool: &str, replicas: i32) {
+    let patch = serde_json::json!({"spec": {"replicas": replicas}});
+    pools
+        .patch(pool, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_pool_converges_through_restarts_of_kube_apiserver_and_etcd() {
+    let _serial = SERIAL.lock().await;
+    let cp = shared();
+    if cp.is_external() {
+        eprintln!("skipped: the control plane is not started here");
+        return;
+    }
+    let client = cp.client().await.unwrap();
+    let pools: Api<NodePool> = Api::all(client.clone());
+    let nodes: Api<Node> = Api::all(client.clone());
+    let logs = logs("restarts");
+    let mut operator = nodepool_operator("nodepool-operator", cp.kubeconfig(), &logs).await;
+    let pool = unique_name("restarts");
+    pools
+        .create(&PostParams::default(), &fixtures::nodepool(&pool, 1))
+        .await
+        .unwrap();
+    converged(&client, &pool, 1).await;
+
+    // Mid scale-up (nodes created, not yet Ready), the API server goes away for 2 s.
+    resize(&pools, &pool, 10).await;
+    eventually("the scale-up to start", CONVERGE, || async {
+        let (all, ..) = nodes_of(&nodes, &pool).await;
+        (all > 1).then_some(()).ok_or(format!("{all} nodes"))
+    })
+    .await;
+    let t = Instant::now();
+    cp.restart(Component::KubeApiserver, Duration::from_secs(2))
+        .await
+        .unwrap();
+    eprintln!("kube-apiserver back after {:?}", t.elapsed());
+    converged(&client, &pool, 10).await;
+    assert!(operator.running(), "see {}", operator.log().display());
+
+    // Mid scale-down (nodes cordoned and draining), etcd goes away for 2 s, same data.
+    resize(&pools, &pool, 2).await;
+    eventually("the scale-down to start", CONVERGE, || async {
+        let (all, cordoned, terminating) = nodes_of(&nodes, &pool).await;
+        (cordoned + terminating > 0 || all < 10)
+            .then_some(())
+            .ok_or(format!("{all} nodes, none leaving"))
+    })
+    .await;
+    let t = Instant::now();
+    cp.restart(Component::Etcd, Duration::from_secs(2))
+        .await
+        .unwrap();
+    eprintln!("etcd back (API server ready) after {:?}", t.elapsed());
+    converged(&client, &pool, 2).await;
+    assert!(operator.running(), "see {}", operator.log().display());
+
+    pools.delete(&pool, &DeleteParams::default()).await.unwrap();
+    converged_gone(&client, &pool).await;
+    operator.kill().await;
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+/// Waits until the pool's nodes are gone.
+async fn converged_gone(client: &Client, pool: &str) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    eventually(&format!("pool {pool}'s nodes gone"), CONVERGE, || async {
+        let (all, ..) = nodes_of(&nodes, pool).await;
+        (all == 0).then_some(()).ok_or(format!("{all} left"))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn two_hundred_spec_changes_in_a_burst_end_at_the_last_one() {
+    let _serial = SERIAL.lock().await;
+    let cp = shared();
+    let client = cp.client().await.unwrap();
+    let pools: Api<NodePool> = Api::all(client.clone());
+    let autoscalers: Api<Autoscaler> = Api::all(client.clone());
+    let logs = logs("burst");
+    let nodepool = nodepool_operator("nodepool-operator", cp.kubeconfig(), &logs).await;
+    let autoscaler = autoscaler_operator("autoscaler-operator", cp.kubeconfig(), &logs).await;
+
+    // The autoscaler has work of its own meanwhile: a pool it keeps at its minimum.
+    let (pool, scaled) = (unique_name("burst"), unique_name("scaled"));
+    for name in [&pool, &scaled] {
+        pools
+            .create(&PostParams::default(), &fixtures::nodepool(name, 1))
+            .await
+            .unwrap();
+    }
+    let scaler = unique_name("as");
+    autoscalers
+        .create(
+            &PostParams::default(),
+            &fixtures::autoscaler(&scaler, &scaled, 2, 4),
+        )
+        .await
+        .unwrap();
+    converged(&client, &pool, 1).await;
+    converged(&client, &scaled, 2).await;
+
+    // 200 sizes between 0 and 12, as fast as the API server takes them; the last is 7.
+    let mut size = 1u32;
+    for i in 0..200 {
+        size = if i == 199 { 7 } else { (size * 7 + 3 + i) % 13 };
+        resize(&pools, &pool, size as i32).await;
+    }
+    converged(&client, &pool, 7).await;
+    converged(&client, &scaled, 2).await;
+    assert_eq!(pools.get(&scaled).await.unwrap().spec.replicas, 2);
+
+    autoscalers
+        .delete(&scaler, &DeleteParams::default())
+        .await
+        .unwrap();
+    for name in [&pool, &scaled] {
+        pools.delete(name, &DeleteParams::default()).await.unwrap();
+        converged_gone(&client, name).await;
+    }
+    nodepool.kill().await;
+    autoscaler.kill().await;
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+#[tokio::test]
+async fn an_autoscaler_restarted_inside_its_scale_down_window_waits_it_out() {
+    const WINDOW: Duration = Duration::from_secs(20);
+    let _serial = SERIAL.lock().await;
+    let cp = shared();
+    let client = cp.client().await.unwrap();
+    let pools: Api<NodePool> = Api::all(client.clone());
+    let autoscalers: Api<Autoscaler> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let logs = logs("window");
+    let nodepool = nodepool_operator("nodepool-operator", cp.kubeconfig(), &logs).await;
+    let autoscaler = autoscaler_operator("autoscaler-a", cp.kubeconfig(), &logs).await;
+
+    let pool = unique_name("window");
+    pools
+        .create(&PostParams::default(), &fixtures::nodepool(&pool, 1))
+        .await
+        .unwrap();
+    let mut scaler = fixtures::autoscaler(&unique_name("as"), &pool, 1, 6);
+    scaler.spec.behavior.scale_down = ScalingRules {
+        stabilization_window_seconds: WINDOW.as_secs() as i32,
+        max_step: 10,
+    };
+    autoscalers
+        .create(&PostParams::default(), &scaler)
+        .await
+        .unwrap();
+    // 4 pods of 1.2 cores: 4.8 cores / (2 x 80%) = 3 nodes.
+    let demand: Vec<String> = (0..4).map(|i| format!("{pool}-pod-{i}")).collect();
+    for name in &demand {
+        pods.create(
+            &PostParams::default(),
+            &fixtures::pod_wanting(name, &pool, "1200m", "1Gi"),
+        )
+        .await
+        .unwrap();
+    }
+    converged(&client, &pool, 3).await;
+
+    // Every spec.replicas the pool takes from now on, and when.
+    let sizes = Arc::new(Mutex::new(Vec::<(Instant, i32)>::new()));
+    let recorder = {
+        let sizes = sizes.clone();
+        let stream = watcher(
+            pools.clone(),
+            watcher::Config::default().fields(&format!("metadata.name={pool}")),
+        );
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(Ok(event)) = stream.next().await {
+                if let watcher::Event::Apply(p) | watcher::Event::InitApply(p) = event {
+                    let mut sizes = sizes.lock().unwrap();
+                    if sizes.last().map(|s| s.1) != Some(p.spec.replicas) {
+                        sizes.push((Instant::now(), p.spec.replicas));
+                    }
+                }
+            }
+        })
+    };
+
+    // The demand goes; half-way through the window the autoscaler restarts.
+    for name in &demand {
+        pods.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    let dropped = Instant::now();
+    tokio::time::sleep(WINDOW / 2).await;
+    autoscaler.kill().await;
+    let restarted = Instant::now();
+    let autoscaler = autoscaler_operator("autoscaler-b", cp.kubeconfig(), &logs).await;
+    converged(&client, &pool, 1).await;
+    recorder.abort();
+
+    let sizes = sizes.lock().unwrap().clone();
+    let shrunk = sizes
+        .iter()
+        .find(|(_, replicas)| *replicas < 3)
+        .map(|(at, _)| *at)
+        .expect("the pool shrank");
+    eprintln!(
+        "demand dropped; restarted after {:?}; shrank {:?} after the drop",
+        restarted - dropped,
+        shrunk - dropped
+    );
+    assert!(
+        shrunk >= dropped + WINDOW,
+        "shrank {:?} after the demand dropped, inside the {WINDOW:?} window",
+        shrunk - dropped
+    );
+    // The new process counts its window from its own start (seeded with the size then),
+    // to the second.
+    assert!(
+        shrunk + Duration::from_secs(1) >= restarted + WINDOW,
+        "shrank {:?} after the restart",
+        shrunk - restarted
+    );
+
+    autoscalers
+        .delete(&scaler.name_any(), &DeleteParams::default())
+        .await
+        .unwrap();
+    pools.delete(&pool, &DeleteParams::default()).await.unwrap();
+    converged_gone(&client, &pool).await;
+    nodepool.kill().await;
+    autoscaler.kill().await;
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+/// A kubeconfig like `kubeconfig` whose server is `url`.
+fn kubeconfig_via(kubeconfig: &Path, url: &str, dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(kubeconfig).unwrap();
+    let rewritten: String = text
+        .lines()
+        .map(|l| match l.trim_start().strip_prefix("server: ") {
+            Some(_) => format!("    server: {url}"),
+            None => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let path = dir.join("kubeconfig-via-proxy");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(&path, rewritten).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn errors_from_the_api_server_are_backed_off_and_nothing_is_done_twice() {
+    let _serial = SERIAL.lock().await;
+    let cp = shared();
+    if cp.is_external() {
+        eprintln!("skipped: the control plane is not started here");
+        return;
+    }
+    let client = cp.client().await.unwrap();
+    let pools: Api<NodePool> = Api::all(client.clone());
+    let logs = logs("errors");
+    let certs = cp.kubeconfig().parent().unwrap().join("certs");
+    let upstream = upstream_of(&cp.config_as(e2e::Identity::Admin).await.unwrap()).unwrap();
+    let proxy = ErrorProxy::start(
+        upstream,
+        &certs.join("apiserver.crt"),
+        &certs.join("apiserver.key"),
+    )
+    .await
+    .unwrap();
+    let kubeconfig = kubeconfig_via(cp.kubeconfig(), &proxy.url(), &logs);
+    let mut operator = nodepool_operator("nodepool-operator", &kubeconfig, &logs).await;
+    let pool = unique_name("errors");
+    pools
+        .create(&PostParams::default(), &fixtures::nodepool(&pool, 2))
+        .await
+        .unwrap();
+    converged(&client, &pool, 2).await;
+
+    let requeues = |op: &OperatorProcess| {
+        op.metric(
+            "reconcile_triggers_total",
+            &["kind=\"NodePool\"", "trigger=\"error_requeue\""],
+        )
+    };
+    let requests = |op: &OperatorProcess, verb: &str, code: &str| {
+        op.metric(
+            "api_requests_total",
+            &[
+                &format!("verb=\"{verb}\""),
+                "resource=\"nodes\"",
+                &format!("code=\"{code}\""),
+            ],
+        )
+    };
+
+    // 500s for 8 s while the pool grows by 4: every create fails, and the pool's
+    // reconciles back off (5 ms doubling: about 11 tries in 8 s, not thousands).
+    let (requeued, created) = (requeues(&operator), requests(&operator, "create", "201"));
+    proxy.answer(Answer::InternalError);
+    resize(&pools, &pool, 6).await;
+    eventually("a create to fail", CONVERGE, || async {
+        let failed = requests(&operator, "create", "500");
+        (failed > 0.0).then_some(()).ok_or("none yet".to_owned())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let tries = requeues(&operator) - requeued;
+    proxy.answer(Answer::Pass);
+    converged(&client, &pool, 6).await;
+    eprintln!("error requeues of the pool in 8 s of 500s: {tries}");
+    assert!(
+        (1.0..=16.0).contains(&tries),
+        "{tries} error requeues in 8 s: the per-object backoff does not hold"
+    );
+    assert_eq!(
+        requests(&operator, "create", "201") - created,
+        4.0,
+        "each node created once"
+    );
+
+    // 429 with Retry-After: 1 for 3 s while it shrinks by 3: the client waits as asked
+    // and sends again (each try counted), and each node is deleted once.
+    let deleted = requests(&operator, "delete", "200");
+    proxy.answer(Answer::TooManyRequests { retry_after: 1 });
+    resize(&pools, &pool, 3).await;
+    eventually("a 429", CONVERGE, || async {
+        let refused = requests(&operator, "delete", "429");
+        (refused > 0.0).then_some(()).ok_or("none yet".to_owned())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.answer(Answer::Pass);
+    converged(&client, &pool, 3).await;
+    assert_eq!(
+        requests(&operator, "delete", "200") - deleted,
+        3.0,
+        "each node deleted once"
+    );
+    assert!(operator.running(), "see {}", operator.log().display());
+
+    pools.delete(&pool, &DeleteParams::default()).await.unwrap();
+    converged_gone(&client, &pool).await;
+    operator.kill().await;
+    let _ = std::fs::remove_dir_all(&logs);
+}
