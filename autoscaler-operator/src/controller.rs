@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
@@ -14,7 +15,7 @@ use kube::{Client, ResourceExt};
 use operator_kit::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use operator_kit::metrics::ReconcileMetrics;
 use operator_kit::watch::{
-    Fanout, Index, Subscriptions, changed_or_deleted, feed_indexes, hash_of, trim_metadata,
+    Fanout, Index, Subscriptions, changed_or_deleted, feed_indexes, guarded, hash_of, trim_metadata,
 };
 use operator_kit::{Change, ErrorBackoff, WriteError, Writer};
 use serde::Serialize;
@@ -107,6 +108,8 @@ pub struct Watches {
 }
 
 pub fn watches(client: &Client) -> Watches {
+    // Reports the objects the guarded watches leave out (`InvalidObject`).
+    let recorder = Recorder::new(client.clone(), reporter());
     let (autoscalers, a_writer) = reflector::store();
     let (pools, p_writer) = reflector::store();
     let (pods, pod_writer) = reflector::store();
@@ -116,11 +119,11 @@ pub fn watches(client: &Client) -> Watches {
         autoscaler_watch: Fanout::new(
             "Autoscaler",
             feed_indexes(
-                watcher(
-                    Api::<Autoscaler>::all(client.clone()),
+                guarded(
+                    Api::<DeserializeGuard<Autoscaler>>::all(client.clone()),
                     watcher::Config::default(),
+                    recorder.clone(),
                 )
-                .default_backoff()
                 .modify(trim_metadata)
                 .reflect(a_writer),
                 vec![autoscalers_by_pool.clone()],
@@ -131,11 +134,11 @@ pub fn watches(client: &Client) -> Watches {
         autoscalers_by_pool,
         pool_watch: Fanout::new(
             "NodePool",
-            watcher(
-                Api::<NodePool>::all(client.clone()),
+            guarded(
+                Api::<DeserializeGuard<NodePool>>::all(client.clone()),
                 watcher::Config::default(),
+                recorder.clone(),
             )
-            .default_backoff()
             .modify(|p: &mut NodePool| {
                 trim_metadata(p);
                 // Conditions are not read here: size, template capacity and counts are.

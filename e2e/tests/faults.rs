@@ -450,3 +450,139 @@ async fn errors_from_the_api_server_are_backed_off_and_nothing_is_done_twice() {
     operator.kill().await;
     let _ = std::fs::remove_dir_all(&logs);
 }
+
+/// Replaces the NodePool CRD's schema of `spec.template.capacity` with `schema`, and
+/// returns the CRD as it was (to put back with [`put_back_crd`]).
+async fn loosen_capacity_schema(
+    client: &Client,
+) -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let original = crds.get("nodepools.nodepool.dev").await.unwrap();
+    let patch = serde_json::json!([{
+        "op": "replace",
+        "path": "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/template/properties/capacity",
+        "value": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+    }]);
+    crds.patch(
+        "nodepools.nodepool.dev",
+        &PatchParams::default(),
+        &Patch::Json::<()>(serde_json::from_value(patch).unwrap()),
+    )
+    .await
+    .unwrap();
+    original
+}
+
+async fn put_back_crd(
+    client: &Client,
+    original: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut restored = original;
+    restored.metadata.resource_version = crds
+        .get("nodepools.nodepool.dev")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    crds.replace("nodepools.nodepool.dev", &PostParams::default(), &restored)
+        .await
+        .unwrap();
+}
+
+/// Sets the pool's `capacity.cpu` (to a value of any JSON type, under a loose schema).
+async fn set_cpu(raw: &Api<kube::api::DynamicObject>, pool: &str, cpu: serde_json::Value) {
+    let patch = serde_json::json!({"spec": {"template": {"capacity": {"cpu": cpu}}}});
+    raw.patch(pool, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_object_the_operator_cannot_read_is_reported_and_stops_nothing() {
+    let _serial = SERIAL.lock().await;
+    let cp = shared();
+    let client = cp.client().await.unwrap();
+    let pools: Api<NodePool> = Api::all(client.clone());
+    let nodes: Api<Node> = Api::all(client.clone());
+    let logs = logs("unreadable");
+    let operator = nodepool_operator("nodepool-operator", cp.kubeconfig(), &logs).await;
+    let (held, bad) = (unique_name("held"), unique_name("bad"));
+    pools
+        .create(&PostParams::default(), &fixtures::nodepool(&held, 2))
+        .await
+        .unwrap();
+    converged(&client, &held, 2).await;
+
+    // Under a looser schema (an older CRD, say), one pool turns unreadable and another
+    // is made unreadable; then the CRD is tightened again, as an upgrade would.
+    let original = loosen_capacity_schema(&client).await;
+    // Read and written untyped: this test's own NodePool type cannot read them either.
+    let raw: Api<kube::api::DynamicObject> = Api::all_with(
+        client.clone(),
+        &kube::api::ApiResource::erase::<NodePool>(&()),
+    );
+    // An object where a quantity belongs: no Rust `Quantity` reads it (a number would do).
+    let unreadable_cpu = serde_json::json!({"cores": 2});
+    set_cpu(&raw, &held, unreadable_cpu.clone()).await;
+    let mut unreadable = serde_json::to_value(fixtures::nodepool(&bad, 1)).unwrap();
+    unreadable["spec"]["template"]["capacity"]["cpu"] = unreadable_cpu;
+    raw.create(
+        &PostParams::default(),
+        &serde_json::from_value(unreadable).unwrap(),
+    )
+    .await
+    .unwrap();
+    put_back_crd(&client, original).await;
+
+    for name in [&held, &bad] {
+        let event = e2e::wait_for_event(client.clone(), "InvalidObject", name, CONVERGE).await;
+        let note = event.note.unwrap_or_default();
+        assert!(note.to_lowercase().contains("expected quantity"), "{note}");
+    }
+    // The others are still served.
+    let fresh = unique_name("fresh");
+    pools
+        .create(&PostParams::default(), &fixtures::nodepool(&fresh, 1))
+        .await
+        .unwrap();
+    converged(&client, &fresh, 1).await;
+
+    // A restart LISTs the unreadable pools with the rest: it gets Ready all the same, and
+    // the nodes of the pool it cannot read are not taken for orphans (it checks the pool
+    // on the API server before it would delete one).
+    operator.kill().await;
+    let operator = nodepool_operator("nodepool-operator-2", cp.kubeconfig(), &logs).await;
+    let pool_reads = |op: &OperatorProcess| {
+        op.metric(
+            "api_requests_total",
+            &["verb=\"get\"", "resource=\"nodepools\""],
+        )
+    };
+    eventually("the held pool's nodes checked", CONVERGE, || async {
+        let reads = pool_reads(&operator);
+        (reads >= 2.0).then_some(()).ok_or(format!("{reads} reads"))
+    })
+    .await;
+    assert_eq!(nodes_of(&nodes, &held).await, (2, 0, 0), "nodes kept");
+    assert_eq!(nodes_of(&nodes, &bad).await, (0, 0, 0), "nothing made");
+    let another = unique_name("another");
+    pools
+        .create(&PostParams::default(), &fixtures::nodepool(&another, 1))
+        .await
+        .unwrap();
+    converged(&client, &another, 1).await;
+
+    // Readable again: reconciled again, with the same nodes.
+    set_cpu(&raw, &held, serde_json::json!("2")).await;
+    converged(&client, &held, 2).await;
+
+    for name in [&held, &fresh, &another, &bad] {
+        raw.delete(name, &DeleteParams::default()).await.unwrap();
+        converged_gone(&client, name).await;
+    }
+    operator.kill().await;
+    let _ = std::fs::remove_dir_all(&logs);
+}

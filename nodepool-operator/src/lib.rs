@@ -26,6 +26,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Node, Pod, PodSpec, PodStatus};
 use kube::Client;
 use kube::api::Api;
+use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use operator_kit::ConflictStrategy;
@@ -33,7 +34,7 @@ use operator_kit::events::{Recorder, Reporter};
 use operator_kit::http::Readiness;
 use operator_kit::leader::Leadership;
 use operator_kit::metrics::{ReconcileMetrics, WriteMetrics};
-use operator_kit::watch::{Fanout, Index, feed_indexes, trim_metadata};
+use operator_kit::watch::{Fanout, Index, feed_indexes, guarded, trim_metadata};
 use shared_crd::{NodePool, POOL_LABEL, field_manager};
 
 /// Everything the operator needs to run, from flags.
@@ -93,10 +94,14 @@ pub async fn run_operator(
     let (pools, pool_writer) = reflector::store::<NodePool>();
     let pool_watch = Fanout::new(
         "NodePool",
-        watcher(Api::<NodePool>::all(client.clone()), Default::default())
-            .default_backoff()
-            .modify(trim_metadata)
-            .reflect(pool_writer),
+        // One NodePool this version cannot read must not blind it to the others.
+        guarded(
+            Api::<DeserializeGuard<NodePool>>::all(client.clone()),
+            Default::default(),
+            recorder.clone(),
+        )
+        .modify(trim_metadata)
+        .reflect(pool_writer),
         pools.clone(),
     );
     let (nodes, node_writer) = reflector::store::<Node>();

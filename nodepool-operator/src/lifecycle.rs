@@ -75,6 +75,12 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("reading the pool of node {node}: {source}")]
+    OwnerLookupFailed {
+        node: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("cordoning node {node}: {source}")]
     CordonFailed {
         node: String,
@@ -118,6 +124,7 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Error::OrphanDeletionFailed { .. } => "orphan_delete",
+            Error::OwnerLookupFailed { .. } => "owner_lookup",
             Error::CordonFailed { .. } => "cordon",
             Error::EvictionFailed { .. } => "evict",
             Error::ConditionFailed { .. } => "condition",
@@ -218,7 +225,7 @@ async fn reconcile_node(node: &Node, ctx: &Context) -> Result<Action, Error> {
         finish(ctx, pod).await?;
     }
     let Some(deleted_at) = node.metadata.deletion_timestamp.as_ref() else {
-        if is_orphaned(node, ctx) {
+        if is_orphaned(node, ctx) && orphan_confirmed(node, ctx).await? {
             let nodes: Api<Node> = Api::all(ctx.client.clone());
             match nodes.delete(&name, &DeleteParams::default()).await {
                 Ok(_) => tracing::info!(node = %name, "deleting node: its pool is gone"),
@@ -407,6 +414,44 @@ fn termination_grace_period(node: &Node, ctx: &Context) -> Option<Duration> {
     }
     let seconds = pool.spec.template.termination_grace_period_seconds?;
     Some(Duration::from_secs(seconds.max(0) as u64))
+}
+
+/// Whether the API server agrees that the owning pool is gone, made anew or being
+/// deleted. The cache can be wrong about absence (a pool this version cannot read is left
+/// out of it; a watch can lag), so a node is deleted only after a live read of the pool's
+/// metadata, as the garbage collector checks an owner before it deletes a dependent.
+async fn orphan_confirmed(node: &Node, ctx: &Context) -> Result<bool, Error> {
+    let (Some(pool_name), Some(owner)) = (
+        pool_of(node),
+        node.owner_references()
+            .iter()
+            .find(|r| r.kind == "NodePool" && r.controller == Some(true)),
+    ) else {
+        return Ok(false);
+    };
+    let pools: Api<NodePool> = Api::all(ctx.client.clone());
+    let live =
+        pools
+            .get_metadata_opt(pool_name)
+            .await
+            .map_err(|source| Error::OwnerLookupFailed {
+                node: node.name_any(),
+                source,
+            })?;
+    Ok(match live {
+        None => true,
+        Some(pool) => {
+            let orphaned = pool.metadata.uid.as_deref() != Some(owner.uid.as_str())
+                || pool.metadata.deletion_timestamp.is_some();
+            if !orphaned {
+                tracing::warn!(
+                    node = %node.name_any(), pool = %pool_name,
+                    "the pool is not in the cache but exists: its node stays"
+                );
+            }
+            orphaned
+        }
+    })
 }
 
 /// Whether the pool that owns `node` is gone, made anew (another uid) or being deleted.

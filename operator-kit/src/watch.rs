@@ -15,6 +15,7 @@ use futures::channel::mpsc;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use kube::Resource;
+use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 
@@ -340,6 +341,97 @@ where
             }
         }
     })
+}
+
+/// A watch of `K` that one object the Rust type cannot read does not stop.
+///
+/// kube-runtime's watcher reads a LIST in one piece: a single object that does not
+/// deserialise into `K` (stored under an older, looser schema; or written by a newer
+/// version of the CRD) fails the whole LIST, and the watcher retries it for ever, so the
+/// controller sees nothing at all. Here the watch reads [`DeserializeGuard<K>`] (as
+/// Stackable's operators do): each unreadable object is reported (a Warning log line
+/// and a `InvalidObject` Warning event on it, naming the error) and left out of the
+/// stream, and every other object flows on.
+///
+/// An object left out is not in the cache: code that acts on an object's absence (the
+/// deletion of an orphan) must confirm it with the API server first.
+///
+/// [`DeserializeGuard<K>`]: kube::core::DeserializeGuard
+pub fn guarded<K>(
+    api: kube::Api<DeserializeGuard<K>>,
+    config: watcher::Config,
+    recorder: crate::events::Recorder,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
+where
+    K: Resource<DynamicType = ()>
+        + serde::de::DeserializeOwned
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    use kube::runtime::WatchStreamExt;
+    watcher(api, config)
+        .default_backoff()
+        .filter_map(move |event| {
+            let recorder = recorder.clone();
+            async move {
+                let event = match event {
+                    Ok(event) => event,
+                    Err(e) => return Some(Err(e)),
+                };
+                let readable = |guard: DeserializeGuard<K>| match guard.0 {
+                    Ok(object) => Ok(object),
+                    Err(invalid) => Err(Box::new(DeserializeGuard::<K>(Err(invalid)))),
+                };
+                let passed = match event {
+                    watcher::Event::Init => Ok(watcher::Event::Init),
+                    watcher::Event::InitDone => Ok(watcher::Event::InitDone),
+                    watcher::Event::Apply(g) => readable(g).map(watcher::Event::Apply),
+                    watcher::Event::InitApply(g) => readable(g).map(watcher::Event::InitApply),
+                    // Gone anyway; a relist drops it from the cache if it was there.
+                    watcher::Event::Delete(g) => match readable(g) {
+                        Ok(object) => Ok(watcher::Event::Delete(object)),
+                        Err(_) => return None,
+                    },
+                };
+                match passed {
+                    Ok(event) => Some(Ok(event)),
+                    Err(unreadable) => {
+                        report_unreadable(&recorder, &unreadable).await;
+                        None
+                    }
+                }
+            }
+        })
+}
+
+async fn report_unreadable<K>(recorder: &crate::events::Recorder, guard: &DeserializeGuard<K>)
+where
+    K: Resource<DynamicType = ()>,
+{
+    let Err(invalid) = &guard.0 else {
+        return;
+    };
+    let kind = K::kind(&());
+    let name = guard.meta().name.clone().unwrap_or_default();
+    tracing::warn!(
+        %kind, %name, error = %invalid.error,
+        "left out of the cache: the object does not match this operator's type"
+    );
+    let note = format!(
+        "{kind} {name} cannot be read by this operator ({}); it is left alone until it can",
+        invalid.error
+    );
+    let event = crate::events::Event {
+        type_: crate::events::EventType::Warning,
+        reason: "InvalidObject".into(),
+        note: Some(note),
+        action: "Watch".into(),
+        secondary: None,
+    };
+    recorder.publish(guard, event).await;
 }
 
 #[cfg(test)]
