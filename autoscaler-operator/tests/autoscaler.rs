@@ -201,17 +201,42 @@ async fn an_invalid_autoscaler_is_reported_and_writes_no_pool() {
         )
         .await
         .unwrap();
-    for (who, reason) in [(orphan, "NotFound"), (second, "PoolAlreadyTargeted")] {
-        eventually(&format!("{who} {reason}"), CONVERGE, || async {
+    // The oldest Autoscaler of a pool (by creation time, then name: creation times have
+    // whole seconds) holds it, valid or not; each later one says which one holds it.
+    let mut claimants = Vec::new();
+    for who in [&name, &first, &second] {
+        let a = autoscalers.get(who).await.unwrap();
+        claimants.push((a.creation_timestamp().map(|t| t.0), who.clone()));
+    }
+    let holder = claimants.iter().min().unwrap().1.clone();
+    let mut expected = vec![(
+        orphan.clone(),
+        "NotFound",
+        "NodePool no-such-pool does not exist".to_owned(),
+    )];
+    for who in [first, second].into_iter().filter(|w| *w != holder) {
+        let message = format!("already scaled by Autoscaler {holder}");
+        expected.push((who, "PoolAlreadyTargeted", message));
+    }
+    for (who, reason, message) in expected {
+        let c = eventually(&format!("{who} {reason}"), CONVERGE, || async {
             let a = autoscalers.get(&who).await.map_err(|e| e.to_string())?;
             let conditions = a.status.unwrap_or_default().conditions;
             find(&conditions, "AbleToScale")
                 .filter(|c| c.reason == reason)
-                .map(|_| ())
+                .cloned()
                 .ok_or(format!("{conditions:?}"))
         })
         .await;
+        assert!(c.message.contains(&message), "{who}: {}", c.message);
     }
+    for who in claimants.into_iter().map(|c| c.1).chain([orphan]) {
+        autoscalers
+            .delete(&who, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    pools.delete(&pool, &DeleteParams::default()).await.unwrap();
     for i in 0..3 {
         pods.delete(&format!("{pool}-pod-{i}"), &DeleteParams::default())
             .await

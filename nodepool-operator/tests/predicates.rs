@@ -33,6 +33,7 @@ async fn a_status_only_change_triggers_no_reconcile() {
     // Let the last node events and the short requeues pass.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = running.reconciles.count("nodepool", "ok");
+    let skipped_before = running.reconciles.skipped("nodepool", "NodePool");
 
     // Someone else writes the status (resourceVersion changes, generation does not).
     let bump = json!({"metadata": {"annotations": {"seen-by": "test"}}, "status": {"lastScaleTime": "2026-01-01T00:00:00Z"}});
@@ -41,7 +42,18 @@ async fn a_status_only_change_triggers_no_reconcile() {
         .await
         .unwrap();
     assert_eq!(after_status.metadata.generation, Some(1));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The predicate has seen it (and dropped it): only then does "no reconcile" mean anything.
+    eventually(
+        "the status change to reach the predicate",
+        Duration::from_secs(30),
+        || async {
+            let skipped = running.reconciles.skipped("nodepool", "NodePool");
+            (skipped > skipped_before)
+                .then_some(())
+                .ok_or(format!("{skipped} skipped"))
+        },
+    )
+    .await;
     assert_eq!(
         running.reconciles.count("nodepool", "ok"),
         before,

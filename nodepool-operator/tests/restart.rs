@@ -62,8 +62,21 @@ async fn status_survives_a_restart_and_the_new_process_writes_nothing() {
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    // ...and finds nothing to write.
+    // ...each of which has reached its write and found it unchanged...
+    eventually(
+        "each pool's status found unchanged",
+        Duration::from_secs(30),
+        || async {
+            let n = second
+                .writes
+                .count("nodepools/status", "apply", "unchanged");
+            (n >= POOLS as u64)
+                .then_some(())
+                .ok_or(format!("{n} unchanged"))
+        },
+    )
+    .await;
+    // ...and writes nothing.
     assert_eq!(
         written(&second.writes),
         0,

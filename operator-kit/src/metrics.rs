@@ -180,6 +180,14 @@ impl ReconcileMetrics {
             .inc();
     }
 
+    /// Watch events of `kind` that a predicate of `controller` dropped so far: proof that
+    /// the controller saw a change and chose not to reconcile it.
+    pub fn skipped(&self, controller: &'static str, kind: &'static str) -> u64 {
+        self.skipped_events
+            .get_or_create(&SkippedEventLabels { controller, kind })
+            .get()
+    }
+
     /// Reconciles of `controller` that ended with `result` so far.
     pub fn count(&self, controller: &'static str, result: &'static str) -> u64 {
         self.reconciles
