@@ -44,15 +44,16 @@ async fn the_pool_follows_the_demand_of_its_pods() {
         .await
         .unwrap();
 
-    // 4 pods of 1.2 cores: 4.8 cores / (2 x 80%) = 3 nodes.
+    // 4 pods of 1.5 cores: 6 cores / (2 x 80%) = 4 nodes (3 pods would make 3: so a
+    // decision of 4 has seen them all).
     let names: Vec<String> = (0..4).map(|i| format!("{pool}-pod-{i}")).collect();
     for name in &names {
-        pods.create(&PostParams::default(), &pod(name, &pool, "1200m"))
+        pods.create(&PostParams::default(), &pod(name, &pool, "1500m"))
             .await
             .unwrap();
     }
     let status = eventually(
-        "3 ready nodes and the autoscaler reporting them",
+        "4 ready nodes and the autoscaler reporting them",
         CONVERGE,
         || async {
             let ready = ready_nodes(&nodes, &pool).await;
@@ -61,7 +62,7 @@ async fn the_pool_follows_the_demand_of_its_pods() {
                 .await
                 .map_err(|e| e.to_string())?;
             let s = a.status.clone().unwrap_or_default();
-            if ready == 3 && s.desired_replicas == Some(3) {
+            if ready == 4 && s.desired_replicas == Some(4) {
                 Ok(s)
             } else {
                 Err(format!("{ready} ready; status {s:?}"))
@@ -69,10 +70,10 @@ async fn the_pool_follows_the_demand_of_its_pods() {
         },
     )
     .await;
-    assert_eq!(pools.get(&pool).await.unwrap().spec.replicas, 3);
+    assert_eq!(pools.get(&pool).await.unwrap().spec.replicas, 4);
     let decision = status.last_decision.unwrap();
     assert!(
-        decision.contains("cpu demand 4.8 cores / (2 cores x 80%) -> 3 nodes"),
+        decision.contains("cpu demand 6 cores / (2 cores x 80%) -> 4 nodes"),
         "{decision}"
     );
     assert!(status.last_scale_time.is_some());
@@ -242,4 +243,76 @@ async fn an_invalid_autoscaler_is_reported_and_writes_no_pool() {
             .await
             .unwrap();
     }
+}
+
+#[tokio::test]
+async fn a_pool_deleted_while_its_autoscaler_scales_it_is_reported_and_not_brought_back() {
+    let client = setup().await;
+    let pools: Api<NodePool> = Api::all(client.clone());
+    let autoscalers: Api<Autoscaler> = Api::all(client.clone());
+    let nodes: Api<Node> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let pool = unique_name("vanishing");
+    pools
+        .create(&PostParams::default(), &fixtures::nodepool(&pool, 1))
+        .await
+        .unwrap();
+    let scaler = unique_name("as");
+    autoscalers
+        .create(
+            &PostParams::default(),
+            &fixtures::autoscaler(&scaler, &pool, 1, 6),
+        )
+        .await
+        .unwrap();
+    let demand: Vec<String> = (0..4).map(|i| format!("{pool}-pod-{i}")).collect();
+    for name in &demand {
+        pods.create(&PostParams::default(), &pod(name, &pool, "1200m"))
+            .await
+            .unwrap();
+    }
+    // Deleted as soon as the autoscaler has grown it, nodes still coming.
+    eventually("the autoscaler to grow the pool", CONVERGE, || async {
+        let replicas = pools
+            .get(&pool)
+            .await
+            .map_err(|e| e.to_string())?
+            .spec
+            .replicas;
+        (replicas > 1)
+            .then_some(())
+            .ok_or(format!("spec.replicas {replicas}"))
+    })
+    .await;
+    pools.delete(&pool, &DeleteParams::default()).await.unwrap();
+
+    // Both operators say so on the Autoscaler...
+    eventually("NotFound from both operators", CONVERGE, || async {
+        let a = autoscalers.get(&scaler).await.map_err(|e| e.to_string())?;
+        let conditions = a.status.unwrap_or_default().conditions;
+        let not_found = |t: &str| {
+            find(&conditions, t)
+                .is_some_and(|c| c.status == ConditionStatus::False && c.reason == "NotFound")
+        };
+        (not_found("AbleToScale") && not_found("NodePoolReady"))
+            .then_some(())
+            .ok_or(format!("{conditions:?}"))
+    })
+    .await;
+    // ...which proves they saw the deletion: nothing brought the pool back, and its
+    // nodes go.
+    assert!(pools.get_opt(&pool).await.unwrap().is_none());
+    eventually("the pool's nodes gone", CONVERGE, || async {
+        let left = ready_nodes(&nodes, &pool).await;
+        (left == 0).then_some(()).ok_or(format!("{left} left"))
+    })
+    .await;
+
+    for name in &demand {
+        pods.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    autoscalers
+        .delete(&scaler, &DeleteParams::default())
+        .await
+        .unwrap();
 }

@@ -99,6 +99,31 @@ async fn scale_subresource_reads_and_writes_replicas() {
 }
 
 #[tokio::test]
+async fn a_huge_replicas_is_rejected_with_a_clear_message() {
+    let client = shared().client().await.unwrap();
+    let pools: Api<NodePool> = Api::all(client);
+    for replicas in [1001, i32::MAX] {
+        let err = pools
+            .create(
+                &PostParams::default(),
+                &fixtures::nodepool(&unique_name("huge"), replicas),
+            )
+            .await
+            .unwrap_err();
+        let kube::Error::Api(status) = err else {
+            panic!("expected an API error, got {err:?}")
+        };
+        assert!(status.is_invalid(), "{status:?}");
+        assert!(
+            status.message.contains("spec.replicas")
+                && status.message.contains("less than or equal to 1000"),
+            "{}",
+            status.message
+        );
+    }
+}
+
+#[tokio::test]
 async fn negative_replicas_are_rejected_with_a_clear_message() {
     let client = shared().client().await.unwrap();
     let pools: Api<NodePool> = Api::all(client);

@@ -586,3 +586,102 @@ async fn an_object_the_operator_cannot_read_is_reported_and_stops_nothing() {
     operator.kill().await;
     let _ = std::fs::remove_dir_all(&logs);
 }
+
+#[tokio::test]
+async fn a_nodepool_operator_restarted_mid_drain_finishes_it() {
+    let _serial = SERIAL.lock().await;
+    let cp = shared();
+    let client = cp.client().await.unwrap();
+    let pools: Api<NodePool> = Api::all(client.clone());
+    let nodes: Api<Node> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let logs = logs("mid-drain");
+    let operator = nodepool_operator("nodepool-operator", cp.kubeconfig(), &logs).await;
+    let pool = unique_name("mid-drain");
+    pools
+        .create(&PostParams::default(), &fixtures::nodepool(&pool, 6))
+        .await
+        .unwrap();
+    converged(&client, &pool, 6).await;
+
+    // One running pod on each node, all under one budget that allows no disruption.
+    let group = unique_name("group");
+    let list = nodes
+        .list(&ListParams::default().labels(&format!("{POOL_LABEL}={pool}")))
+        .await
+        .unwrap();
+    let mut placed = Vec::new();
+    for node in &list.items {
+        let name = format!("{}-app", node.name_any());
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "labels": {"app": group}},
+            "spec": {
+                "nodeName": node.name_any(),
+                "tolerations": [{"key": "nodepool.dev/virtual", "operator": "Exists"}],
+                "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9"}]
+            }
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+        // Running, as a kubelet would report it: the Eviction API ignores budgets for
+        // Pending pods.
+        let running = serde_json::json!({"status": {"phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True"}]}});
+        pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&running))
+            .await
+            .unwrap();
+        placed.push(name);
+    }
+    let budget = unique_name("budget");
+    let budgets = fixtures::blocking_pdb(&client, &budget, &group).await;
+
+    // Down to 2: four nodes cordoned and held by their finalizers, drains blocked.
+    resize(&pools, &pool, 2).await;
+    eventually("four drains blocked", CONVERGE, || async {
+        let seen = nodes_of(&nodes, &pool).await;
+        (seen == (6, 4, 4)).then_some(()).ok_or(format!("{seen:?}"))
+    })
+    .await;
+    operator.kill().await;
+
+    // A new process carries on: the budget still holds the drains...
+    let operator = nodepool_operator("nodepool-operator-2", cp.kubeconfig(), &logs).await;
+    let draining = nodes
+        .list(&ListParams::default().labels(&format!("{POOL_LABEL}={pool}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|n| n.metadata.deletion_timestamp.is_some())
+        .unwrap();
+    e2e::wait_for_event(
+        client.clone(),
+        "DrainBlocked",
+        &draining.name_any(),
+        CONVERGE,
+    )
+    .await;
+    let blocked_after_restart = nodes_of(&nodes, &pool).await;
+    // ...(at least one node shows it; all four are still there, still cordoned)...
+    assert_eq!(blocked_after_restart, (6, 4, 4));
+    // ...and once the budget goes, they finish: exactly 2 nodes, 4 pods evicted.
+    budgets
+        .delete(&budget, &DeleteParams::default())
+        .await
+        .unwrap();
+    converged(&client, &pool, 2).await;
+    let mut left = 0;
+    for name in &placed {
+        left += usize::from(pods.get_opt(name).await.unwrap().is_some());
+    }
+    assert_eq!(left, 2, "the pods of the two nodes that stay");
+
+    for name in &placed {
+        let _ = pods.delete(name, &DeleteParams::default()).await;
+    }
+    pools.delete(&pool, &DeleteParams::default()).await.unwrap();
+    converged_gone(&client, &pool).await;
+    operator.kill().await;
+    let _ = std::fs::remove_dir_all(&logs);
+}
