@@ -14,6 +14,7 @@ pub mod controller;
 pub mod decide;
 pub mod drain;
 pub mod heartbeat;
+pub mod kubelet;
 pub mod lifecycle;
 pub mod nodepool_ready;
 pub mod provider;
@@ -23,7 +24,7 @@ pub use controller::{Context, Settings};
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, Pod, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec, PodStatus};
 use kube::Client;
 use kube::api::Api;
 use kube::core::DeserializeGuard;
@@ -231,16 +232,26 @@ fn trim_node(node: &mut Node) {
 }
 
 /// Keeps of a Pod what a drain and the kubelet's part read: its metadata (owners,
-/// deletion), its node, its phase.
+/// deletion), its node, its containers' names and images, its phase.
 fn trim_pod(pod: &mut Pod) {
     trim_metadata(pod);
     pod.metadata.labels = None;
     if let Some(annotations) = pod.metadata.annotations.as_mut() {
         annotations.retain(|k, _| k == "kubernetes.io/config.mirror");
     }
-    let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+    // The node, and each container's name and image (the kubelet's part reports them).
+    let spec = pod.spec.take().unwrap_or_default();
     pod.spec = Some(PodSpec {
-        node_name,
+        node_name: spec.node_name,
+        containers: spec
+            .containers
+            .into_iter()
+            .map(|c| Container {
+                name: c.name,
+                image: c.image,
+                ..Default::default()
+            })
+            .collect(),
         ..Default::default()
     });
     let phase = pod.status.as_ref().and_then(|s| s.phase.clone());

@@ -8,7 +8,8 @@
 //!   the budgets) and goes on; only the pool's `terminationGracePeriodSeconds`, an
 //!   opt-in, deletes the pods anyway. Both clocks are the node's `deletionTimestamp`, so
 //!   a restart neither resets nor shortens them;
-//! - a pod being deleted on a virtual node is finished (no kubelet would).
+//! - a pod bound to a Ready virtual node is reported Running (`kubelet`), and a pod being
+//!   deleted on one is finished (no kubelet would).
 //!
 //! Progress is driven by pod events (a pod gone re-runs its node's drain), not polling.
 use std::sync::Arc;
@@ -31,8 +32,9 @@ use serde_json::json;
 use shared_crd::{NODE_LEASE_NAMESPACE, NodePool, TERMINATION_FINALIZER};
 
 use crate::Caches;
-use crate::drain;
+use crate::decide::is_ready;
 use crate::provider::{is_virtual, pool_of};
+use crate::{drain, kubelet};
 
 /// Controller name in metrics and logs.
 pub const CONTROLLER: &str = "node-lifecycle";
@@ -99,6 +101,12 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("reporting pod {pod} running: {source}")]
+    PodStartFailed {
+        pod: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("finishing pod {pod}: {source}")]
     PodFinishFailed {
         pod: String,
@@ -128,6 +136,7 @@ impl Error {
             Error::CordonFailed { .. } => "cordon",
             Error::EvictionFailed { .. } => "evict",
             Error::ConditionFailed { .. } => "condition",
+            Error::PodStartFailed { .. } => "pod_start",
             Error::PodFinishFailed { .. } => "pod_finish",
             Error::LeaseDeletionFailed { .. } => "lease_delete",
             Error::FinalizerRemovalFailed { .. } => "finalizer",
@@ -186,6 +195,8 @@ fn node_state(node: &Node) -> u64 {
             .map(|r| &r.uid)
             .collect::<Vec<_>>(),
         node.spec.as_ref().and_then(|s| s.unschedulable),
+        // Ready: the pods bound to it start.
+        is_ready(node),
     ))
 }
 
@@ -223,6 +234,17 @@ async fn reconcile_node(node: &Node, ctx: &Context) -> Result<Action, Error> {
         .filter(|p| p.metadata.deletion_timestamp.is_some())
     {
         finish(ctx, pod).await?;
+    }
+    // The kubelet's first step: a pod bound to a Ready node runs (no containers to pull).
+    if node.metadata.deletion_timestamp.is_none() && is_ready(node) {
+        for pod in pods.iter().filter(|p| kubelet::needs_start(p)) {
+            kubelet::start(&ctx.client, pod, node)
+                .await
+                .map_err(|source| Error::PodStartFailed {
+                    pod: pod_key(pod),
+                    source,
+                })?;
+        }
     }
     let Some(deleted_at) = node.metadata.deletion_timestamp.as_ref() else {
         if is_orphaned(node, ctx) && orphan_confirmed(node, ctx).await? {

@@ -481,14 +481,78 @@ async fn a_deleted_pod_on_a_virtual_node_does_not_stay_terminating() {
     pools.delete(&name, &DeleteParams::default()).await.unwrap();
 }
 
-/// Marks the pod Running, as a kubelet would: the Eviction API ignores budgets for
-/// Pending pods (they disrupt nothing).
-async fn running(pods: &Api<k8s_openapi::api::core::v1::Pod>, pod: &str) {
-    let status = json!({"status": {"phase": "Running",
-        "conditions": [{"type": "Ready", "status": "True"}]}});
-    pods.patch_status(pod, &PatchParams::default(), &Patch::Merge(&status))
+/// Waits until the operator (the kubelet's part) reports the pod Running.
+async fn running(
+    pods: &Api<k8s_openapi::api::core::v1::Pod>,
+    pod: &str,
+) -> k8s_openapi::api::core::v1::Pod {
+    eventually(&format!("{pod} Running"), CONVERGE, || async {
+        let p = pods.get(pod).await.map_err(|e| e.to_string())?;
+        let phase = p.status.as_ref().and_then(|s| s.phase.clone());
+        (phase.as_deref() == Some("Running"))
+            .then_some(p)
+            .ok_or(format!("phase {phase:?}"))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_pod_bound_to_a_virtual_node_runs_with_a_kubelets_status() {
+    let (client, pools, nodes) = setup().await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client, "default");
+    let name = unique_name("run");
+    pools
+        .create(&PostParams::default(), &fixtures::nodepool(&name, 1))
         .await
         .unwrap();
+    let node = converged(&pools, &nodes, &name, 1).await[0].name_any();
+    let first = unique_name("app");
+    pods.create(&PostParams::default(), &pod_on(&node, &first))
+        .await
+        .unwrap();
+    let started = running(&pods, &first).await;
+    let status = started.status.clone().unwrap();
+    let conditions: Vec<(String, String)> = status
+        .conditions
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| (c.type_, c.status))
+        .collect();
+    for type_ in ["Initialized", "Ready", "ContainersReady", "PodScheduled"] {
+        assert!(
+            conditions.contains(&(type_.to_owned(), "True".to_owned())),
+            "{type_}: {conditions:?}"
+        );
+    }
+    assert!(status.pod_ip.is_some_and(|ip| ip.starts_with("10.244.")));
+    assert!(status.start_time.is_some());
+    let containers = status.container_statuses.unwrap_or_default();
+    assert_eq!(containers.len(), 1);
+    assert!(containers[0].ready);
+    assert!(
+        containers[0]
+            .state
+            .as_ref()
+            .and_then(|s| s.running.as_ref())
+            .is_some()
+    );
+
+    // A second pod on the node makes the node's pods be looked at again: the first, already
+    // Running, is not written again.
+    let second = unique_name("app");
+    pods.create(&PostParams::default(), &pod_on(&node, &second))
+        .await
+        .unwrap();
+    running(&pods, &second).await;
+    assert_eq!(
+        pods.get(&first).await.unwrap().resource_version(),
+        started.resource_version(),
+        "the running pod was written again"
+    );
+    for pod in [&first, &second] {
+        pods.delete(pod, &DeleteParams::default()).await.unwrap();
+    }
+    pools.delete(&name, &DeleteParams::default()).await.unwrap();
 }
 
 /// The condition `type_` of the node, from the API server.
