@@ -31,13 +31,16 @@ pub enum Identity {
     NodepoolOperator,
     /// The user autoscaler-operator runs as.
     AutoscalerOperator,
+    /// `system:kube-scheduler`, which the 1.20 RBAC bootstrap roles bind.
+    KubeScheduler,
 }
 
 impl Identity {
-    pub const ALL: [Identity; 3] = [
+    pub const ALL: [Identity; 4] = [
         Identity::Admin,
         Identity::NodepoolOperator,
         Identity::AutoscalerOperator,
+        Identity::KubeScheduler,
     ];
 
     /// Kubeconfig context and user name.
@@ -46,13 +49,40 @@ impl Identity {
             Identity::Admin => "admin",
             Identity::NodepoolOperator => "nodepool-operator",
             Identity::AutoscalerOperator => "autoscaler-operator",
+            Identity::KubeScheduler => "system:kube-scheduler",
         }
     }
 
     fn groups(self) -> &'static str {
         match self {
             Identity::Admin => "system:masters",
+            Identity::KubeScheduler => "",
             _ => "nodepool.dev:operators",
+        }
+    }
+}
+
+/// What runs besides etcd and kube-apiserver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topology {
+    /// etcd and kube-apiserver only, as envtest runs them: nothing schedules pods,
+    /// collects garbage or watches node health, and the `ServiceAccount` admission plugin
+    /// is off (no token controller). For measurements that count every request the API
+    /// server serves (`make bench-scale`).
+    Bare,
+    /// Also kube-scheduler (as `system:kube-scheduler`, bound by the bootstrap roles) and
+    /// kube-controller-manager (as the admin: with `--use-service-account-credentials=false`
+    /// its one identity needs every controller's permissions), as a kind cluster has
+    /// them. No kubelet: the virtual nodes play it.
+    Full,
+}
+
+impl Topology {
+    /// `E2E_CONTROL_PLANE=bare` picks [`Topology::Bare`]; the default is [`Topology::Full`].
+    pub fn from_env() -> Self {
+        match std::env::var("E2E_CONTROL_PLANE").as_deref() {
+            Ok("bare") => Topology::Bare,
+            _ => Topology::Full,
         }
     }
 }
@@ -62,8 +92,9 @@ impl Identity {
 pub struct ControlPlane {
     /// Kubeconfig with one context per [`Identity`] (an external one: as given).
     kubeconfig: PathBuf,
-    /// Supervised processes (etcd, then kube-apiserver); kept so their pipes stay open
-    /// while this lives. Writing `restart <seconds>` to one's stdin restarts it.
+    /// Supervised processes (etcd, kube-apiserver, then with [`Topology::Full`]
+    /// kube-scheduler and kube-controller-manager); kept so their pipes stay open while
+    /// this lives. Writing `restart <seconds>` to one's stdin restarts it.
     children: std::sync::Mutex<Vec<Child>>,
     external: bool,
 }
@@ -72,14 +103,19 @@ impl ControlPlane {
     /// Starts a control plane supervised by this process: it stops when this value is
     /// dropped or this process exits.
     pub async fn start() -> Result<Self> {
+        Self::start_with(Topology::from_env()).await
+    }
+
+    /// [`ControlPlane::start`] with the given topology.
+    pub async fn start_with(topology: Topology) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!("nodepool-cp-{}", unique_suffix()));
-        Self::start_in(&dir, Mode::Supervised).await
+        Self::start_in(&dir, Mode::Supervised, topology).await
     }
 
     /// Starts a control plane in `dir` that keeps running after this process exits
     /// (`make cluster-up`); [`ControlPlane::stop_detached`] stops it.
     pub async fn start_detached(dir: &Path) -> Result<Self> {
-        Self::start_in(dir, Mode::Detached).await
+        Self::start_in(dir, Mode::Detached, Topology::from_env()).await
     }
 
     /// Uses an existing cluster (e.g. kind): admin identity only, CRDs installed.
@@ -117,7 +153,7 @@ impl ControlPlane {
         Ok(())
     }
 
-    async fn start_in(dir: &Path, mode: Mode) -> Result<Self> {
+    async fn start_in(dir: &Path, mode: Mode, topology: Topology) -> Result<Self> {
         let assets = assets_dir()?;
         let mut last_error = None;
         // Free ports are picked by binding and releasing them; another process can take
@@ -127,7 +163,7 @@ impl ControlPlane {
                 fs::remove_dir_all(dir)?;
             }
             fs::create_dir_all(dir)?;
-            match Self::try_start(dir, &assets, mode).await {
+            match Self::try_start(dir, &assets, mode, topology).await {
                 Ok(cp) => return Ok(cp),
                 Err((e, children)) => {
                     stop_children(children);
@@ -143,9 +179,10 @@ impl ControlPlane {
         dir: &Path,
         assets: &Path,
         mode: Mode,
+        topology: Topology,
     ) -> std::result::Result<Self, (anyhow::Error, Vec<Child>)> {
         let mut children = Vec::new();
-        match Self::boot(dir, assets, mode, &mut children).await {
+        match Self::boot(dir, assets, mode, topology, &mut children).await {
             Ok(kubeconfig) => Ok(Self {
                 kubeconfig,
                 children: std::sync::Mutex::new(children),
@@ -159,6 +196,7 @@ impl ControlPlane {
         dir: &Path,
         assets: &Path,
         mode: Mode,
+        topology: Topology,
         children: &mut Vec<Child>,
     ) -> Result<PathBuf> {
         let (etcd_client, etcd_peer, secure) = (free_port()?, free_port()?, free_port()?);
@@ -209,19 +247,24 @@ impl ControlPlane {
                 "--service-account-signing-key-file={}",
                 dir.join("sa.key").display()
             ))
-            .args([
-                "--allow-privileged=true",
-                "--disable-admission-plugins=ServiceAccount",
-            ]);
+            .arg("--allow-privileged=true");
+        if topology == Topology::Bare {
+            // No token controller runs to give the default ServiceAccounts their tokens.
+            apiserver.arg("--disable-admission-plugins=ServiceAccount");
+        }
         if apiserver_minor(assets)? < 24 {
             // The insecure port (8080) was on by default in old releases and would collide.
             apiserver.arg("--insecure-port=0");
         }
         children.push(spawn(apiserver, dir, "kube-apiserver", mode)?);
-        if mode == Mode::Detached {
-            let pids: Vec<String> = children.iter().map(|c| c.id().to_string()).collect();
-            fs::write(dir.join("pids"), pids.join(" "))?;
-        }
+        let write_pids = |children: &[Child]| -> Result<()> {
+            if mode == Mode::Detached {
+                let pids: Vec<String> = children.iter().map(|c| c.id().to_string()).collect();
+                fs::write(dir.join("pids"), pids.join(" "))?;
+            }
+            Ok(())
+        };
+        write_pids(children)?;
 
         let server = format!("https://127.0.0.1:{secure}");
         let kubeconfig = dir.join("kubeconfig");
@@ -231,6 +274,49 @@ impl ControlPlane {
         wait_ready(&client, dir, children).await?;
         install_crds(&client).await?;
         grant_chart_roles(&client, assets).await?;
+        if topology == Topology::Full {
+            let as_scheduler = dir.join("kube-scheduler.kubeconfig");
+            fs::write(
+                &as_scheduler,
+                kubeconfig_yaml(&server, &tokens).replace(
+                    "current-context: admin",
+                    &format!("current-context: {}", Identity::KubeScheduler.name()),
+                ),
+            )?;
+            let kubeconfigs = |cmd: &mut Command, path: &Path| {
+                for flag in [
+                    "kubeconfig",
+                    "authentication-kubeconfig",
+                    "authorization-kubeconfig",
+                ] {
+                    cmd.arg(format!("--{flag}={}", path.display()));
+                }
+                cmd.args([
+                    "--leader-elect=false",
+                    "--bind-address=127.0.0.1",
+                    "--secure-port=0",
+                    "--port=0",
+                ]);
+            };
+            let mut scheduler = Command::new(assets.join("kube-scheduler"));
+            kubeconfigs(&mut scheduler, &as_scheduler);
+            children.push(spawn(scheduler, dir, "kube-scheduler", mode)?);
+            let mut manager = Command::new(assets.join("kube-controller-manager"));
+            kubeconfigs(&mut manager, &kubeconfig);
+            manager
+                .arg(format!(
+                    "--service-account-private-key-file={}",
+                    dir.join("sa.key").display()
+                ))
+                .arg(format!(
+                    "--root-ca-file={}",
+                    dir.join("certs/apiserver.crt").display()
+                ))
+                .arg("--use-service-account-credentials=false");
+            children.push(spawn(manager, dir, "kube-controller-manager", mode)?);
+            write_pids(children)?;
+            wait_for_default_service_account(&client, dir, children).await?;
+        }
         Ok(kubeconfig)
     }
 
@@ -553,6 +639,40 @@ fn stop_children(children: Vec<Child>) {
             }
         }
         let _ = child.wait();
+    }
+}
+
+/// Waits until the token controller has given `default/default` its token: before that,
+/// the `ServiceAccount` admission plugin refuses pods in `default`.
+async fn wait_for_default_service_account(
+    client: &Client,
+    dir: &Path,
+    children: &mut [Child],
+) -> Result<()> {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(Some(sa)) = accounts.get_opt("default").await
+            && sa.secrets.is_some_and(|s| !s.is_empty())
+        {
+            return Ok(());
+        }
+        for child in children.iter_mut() {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "a control-plane process exited ({status}); see logs in {}",
+                    dir.display()
+                );
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "no token for the default ServiceAccount after 60s; see kube-controller-manager.log in {}",
+                dir.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

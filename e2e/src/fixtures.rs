@@ -58,7 +58,7 @@ pub fn pod_wanting(
 }
 
 /// Creates, in `default`, a PodDisruptionBudget named `name` over the pods labelled
-/// `app=<app>` that allows no disruption (`minAvailable` 1 with one pod), as policy/v1
+/// `app=<app>` that allows no disruption (`maxUnavailable` 0), as policy/v1
 /// where the server serves it, else policy/v1beta1 (1.20). Its status is written as the
 /// disruption controller would write it, so it blocks evictions with or without one.
 /// Returns the API to delete it with.
@@ -76,7 +76,7 @@ pub async fn blocking_pdb(
         let pdb: DynamicObject = serde_json::from_value(serde_json::json!({
             "apiVersion": format!("policy/{version}"), "kind": "PodDisruptionBudget",
             "metadata": {"name": name, "namespace": "default"},
-            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": app}}}
+            "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {"app": app}}}
         }))
         .expect("a valid PodDisruptionBudget");
         match api.create(&Default::default(), &pdb).await {

@@ -4,7 +4,7 @@
 
 pub mod control_plane;
 
-pub use control_plane::{Component, ControlPlane, Identity, shared, unique_name};
+pub use control_plane::{Component, ControlPlane, Identity, Topology, shared, unique_name};
 pub mod fixtures;
 pub mod process;
 pub mod proxy;

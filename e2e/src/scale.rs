@@ -99,7 +99,9 @@ impl Run {
 
 /// Runs one scenario with one strategy on a fresh control plane.
 pub async fn run(scenario: Scenario, strategy: &str, opts: &Options) -> Result<Run> {
-    let cp = ControlPlane::start().await?;
+    // Bare: the figures count every request the API server serves, and a
+    // controller-manager's writes would blur them.
+    let cp = ControlPlane::start_with(crate::control_plane::Topology::Bare).await?;
     let client = cp.client().await?;
     let n = opts.pools;
     let pools_api: Api<NodePool> = Api::all(client.clone());

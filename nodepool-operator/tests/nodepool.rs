@@ -664,3 +664,94 @@ async fn a_pool_with_a_termination_grace_period_forces_a_blocked_drain() {
         .unwrap();
     pools.delete(&name, &DeleteParams::default()).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_deployments_pods_are_scheduled_onto_the_pool_and_run() {
+    if e2e::Topology::from_env() == e2e::Topology::Bare && !shared().is_external() {
+        eprintln!("skipped: no scheduler in a bare control plane");
+        return;
+    }
+    let (client, pools, nodes) = setup().await;
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), "default");
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client, "default");
+    let name = unique_name("deploy");
+    pools
+        .create(&PostParams::default(), &fixtures::nodepool(&name, 2))
+        .await
+        .unwrap();
+    let pool_nodes: Vec<String> = converged(&pools, &nodes, &name, 2)
+        .await
+        .iter()
+        .map(|n| n.name_any())
+        .collect();
+    // Three replicas of half a core that want the pool: the real scheduler places them.
+    let deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "nodeSelector": {"nodepool.dev/pool": name},
+                    "tolerations": [{"key": "nodepool.dev/virtual", "operator": "Exists", "effect": "NoSchedule"}],
+                    "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9",
+                        "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}}}]
+                }
+            }
+        }
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    let selector = format!("app={name}");
+    eventually("3 pods Running on the pool's nodes", CONVERGE, || async {
+        let list = pods
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| e.to_string())?;
+        let running: Vec<_> = list
+            .items
+            .iter()
+            .filter(|p| {
+                let on_pool = p
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.as_ref())
+                    .is_some_and(|n| pool_nodes.contains(n));
+                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                on_pool && phase == Some("Running")
+            })
+            .collect();
+        (running.len() == 3 && list.items.len() == 3)
+            .then_some(())
+            .ok_or(format!(
+                "{} pods, {} running on the pool",
+                list.items.len(),
+                running.len()
+            ))
+    })
+    .await;
+
+    // Deleted, the Deployment's pods go through the garbage collector, and each ends as a
+    // kubelet ends it.
+    deployments
+        .delete(&name, &DeleteParams::background())
+        .await
+        .unwrap();
+    eventually("the Deployment's pods gone", CONVERGE, || async {
+        let left = pods
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .len();
+        (left == 0).then_some(()).ok_or(format!("{left} left"))
+    })
+    .await;
+    pools.delete(&name, &DeleteParams::default()).await.unwrap();
+}
