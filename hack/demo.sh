@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# `make demo`: a local control plane, both operators built and started, the samples
-# applied; the pool grows to meet the pods' demand and shrinks after they go.
+# `make demo`: a local control plane (etcd, kube-apiserver, kube-scheduler,
+# kube-controller-manager), both operators built and started, the samples applied; a
+# Deployment's pods go Pending, the pool grows to meet them and they run on the new
+# nodes; scaled down, the pool shrinks.
 # Interactive: a live view until the end or Ctrl-C. With CI=true or no terminal it runs
 # to completion and exits 0 only if the pool reached the expected sizes.
 set -euo pipefail
@@ -68,6 +70,8 @@ frame() {
   echo
   "$KUBECTL" get nodes -l nodepool.dev/pool=general 2>/dev/null || true
   echo
+  "$KUBECTL" get pods -l app=demand -o wide 2>/dev/null || true
+  echo
   echo "-- key log lines"
   grep -hE "scaled (up|down)" "$DIR"/*-operator.log 2>/dev/null | sed -E 's/\x1b\[[0-9;]*m//g' | tail -4 | cut -c1-200
 }
@@ -88,21 +92,32 @@ wait_for() {
 }
 
 wait_for 1 "pool at its minimum" 60
-echo; echo "== 5 pods of 1 cpu want the pool: 5 cores / (2 cores x 80%) -> $GROW_TO nodes"
-"$KUBECTL" apply -f deploy/samples/demand/pods.yaml
+echo; echo "== a Deployment of 5 pods of 1 cpu wants the pool: 5 cores / (2 cores x 80%) -> $GROW_TO nodes"
+"$KUBECTL" apply -f deploy/samples/demand/deployment.yaml
+"$KUBECTL" get pods -l app=demand -o wide
 grew=0; wait_for "$GROW_TO" "demand arrived" 90 && grew=1
-echo; echo "== the pods go; after the 30 s scale-down window the pool shrinks one node at a time"
-"$KUBECTL" delete -f deploy/samples/demand/pods.yaml --wait=false
-shrank=0; wait_for "$SHRINK_TO" "demand gone" 150 && shrank=1
-
+# Scheduled by kube-scheduler onto the new nodes, reported Running by nodepool-operator.
+running_pods() {
+  "$KUBECTL" get pods -l app=demand --no-headers 2>/dev/null | awk '$3 == "Running"' | wc -l
+}
+ran=0
+for _ in $(seq 60); do
+  if [ "$(running_pods)" -eq 5 ]; then ran=1; break; fi
+  sleep 1
+done
+frame "the Deployment's pods: $(running_pods) of 5 Running"
+echo; echo "== the Deployment scaled to 1; after the 30 s scale-down window the pool shrinks one node at a time"
+"$KUBECTL" scale deployment demand --replicas=1
+shrank=0; wait_for "$SHRINK_TO" "demand gone" 180 && shrank=1
+"$KUBECTL" delete -f deploy/samples/demand/deployment.yaml --wait=false
 echo
 echo "== conflicts and writes (from /metrics)"
 for addr in "$NP_ADDR" "$AS_ADDR"; do
   curl -s "http://$addr/metrics" | grep -E "^[a-z_]+_(conflicts|writes|writes_skipped)_total" || true
 done
-if [ "$grew" = 1 ] && [ "$shrank" = 1 ]; then
-  echo "demo passed: the pool grew to $GROW_TO and shrank to $SHRINK_TO"
+if [ "$grew" = 1 ] && [ "$ran" = 1 ] && [ "$shrank" = 1 ]; then
+  echo "demo passed: the pool grew to $GROW_TO, the 5 pods ran on it, and it shrank to $SHRINK_TO"
 else
-  echo "demo FAILED: grew=$grew shrank=$shrank (logs in $DIR)"
+  echo "demo FAILED: grew=$grew ran=$ran shrank=$shrank (logs in $DIR)"
   exit 1
 fi
