@@ -73,9 +73,21 @@ impl Heartbeats {
             for node in self.nodes.state().iter().filter(|n| is_virtual(n)) {
                 let name = node.name_any();
                 present.insert(name.clone());
-                // First renewals spread over one interval, so a restart sends no burst.
+                // A node made a moment ago gets its Lease at once, as a starting kubelet
+                // makes it; the nodes a restart finds are spread over one interval, so the
+                // restart sends no burst.
                 let due = lease_due.entry(name.clone()).or_insert_with(|| {
-                    now + every.mul_f64((fnv1a(name.as_bytes()) % 1000) as f64 / 1000.0)
+                    let age = node
+                        .metadata
+                        .creation_timestamp
+                        .as_ref()
+                        .and_then(|t| Duration::try_from(wall.duration_since(t.0)).ok())
+                        .unwrap_or(Duration::MAX);
+                    if age < every {
+                        now
+                    } else {
+                        now + every.mul_f64((fnv1a(name.as_bytes()) % 1000) as f64 / 1000.0)
+                    }
                 });
                 if *due <= now {
                     *due = now + every;
