@@ -29,6 +29,9 @@ use crate::pod::{self, PodView};
 /// Controller name in metrics and logs.
 pub const CONTROLLER: &str = "autoscaler";
 
+/// `PodsFit=False`: a pod asks more of one resource than a node of the pool offers.
+const POD_TOO_LARGE: &str = "PodTooLarge";
+
 /// Behaviour knobs (from flags).
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -361,7 +364,9 @@ async fn reconcile_autoscaler(a: &Autoscaler, ctx: &Context) -> Result<Action, E
         }
     };
     let pods = ctx.pods_by_pool.objects(&pool_name, &ctx.pods);
-    let demand = decide::pool_demand(&pool_name, pods.iter().map(|p| p.as_ref()));
+    let demand = decide::pool_demand(&pool_name, pods.iter().map(|p| p.as_ref()), capacity);
+    // Pods no node of the pool can hold: no number of nodes helps; say so instead.
+    let unfit = decide::unfit_pods(&pool_name, pods.iter().map(|p| p.as_ref()), capacity);
     let at_quota = a
         .status
         .as_ref()
@@ -457,6 +462,33 @@ async fn reconcile_autoscaler(a: &Autoscaler, ctx: &Context) -> Result<Action, E
                 "desired size within bounds".to_owned(),
             ),
         },
+        if unfit.is_empty() {
+            own(
+                condition_type::PODS_FIT,
+                ConditionStatus::True,
+                "AllFit",
+                format!("every pod that wants NodePool {pool_name} fits on one of its nodes"),
+            )
+        } else {
+            let shown_pods: Vec<&str> = unfit.iter().take(5).map(String::as_str).collect();
+            let more = unfit.len().saturating_sub(shown_pods.len());
+            own(
+                condition_type::PODS_FIT,
+                ConditionStatus::False,
+                POD_TOO_LARGE,
+                format!(
+                    "{} pod(s) want more than a node of NodePool {pool_name} offers and are \
+                     left out of the demand: {}{}",
+                    unfit.len(),
+                    shown_pods.join(", "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                ),
+            )
+        },
     ];
     let status = OwnStatus {
         desired_replicas: Some(decision.desired),
@@ -479,6 +511,23 @@ async fn reconcile_autoscaler(a: &Autoscaler, ctx: &Context) -> Result<Action, E
             format!("{why}: {message}"),
         )
         .await;
+    }
+    if written
+        && !unfit.is_empty()
+        && shown(a, condition_type::PODS_FIT)
+            != Some((ConditionStatus::False, POD_TOO_LARGE.to_owned()))
+    {
+        let note = format!(
+            "no node of NodePool {pool_name} can run {}: {}",
+            if unfit.len() == 1 {
+                "this pod"
+            } else {
+                "these pods"
+            },
+            unfit.join(", ")
+        );
+        ctx.publish(a, EventType::Warning, POD_TOO_LARGE, note)
+            .await;
     }
     let requeue = decision
         .recheck_in_seconds

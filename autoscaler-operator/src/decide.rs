@@ -69,10 +69,58 @@ pub fn pod_demand(pod: &PodView) -> Demand {
     d
 }
 
-/// Sum of the active pods' demand for `pool`.
-pub fn pool_demand<'a>(pool: &str, pods: impl IntoIterator<Item = &'a PodView>) -> Demand {
+/// Why `pod` can run on no node of the pool, if it asks one resource for more than a
+/// node offers: `"3 cores > 2 cores"`. No number of nodes runs it, so it is no demand.
+pub fn too_large(pod: &PodView, capacity: Capacity) -> Option<String> {
+    let d = pod_demand(pod);
+    if d.cpu > capacity.cpu + 1e-9 {
+        return Some(format!(
+            "{} cores > {} cores",
+            round(d.cpu),
+            round(capacity.cpu)
+        ));
+    }
+    if d.memory > capacity.memory + 1e-9 {
+        return Some(format!(
+            "{}Gi > {}Gi",
+            round(d.memory / GI),
+            round(capacity.memory / GI)
+        ));
+    }
+    None
+}
+
+/// The active pods that want `pool` but fit on none of its nodes, as
+/// `namespace/name (why)`, sorted.
+pub fn unfit_pods<'a>(
+    pool: &str,
+    pods: impl IntoIterator<Item = &'a PodView>,
+    capacity: Capacity,
+) -> Vec<String> {
+    let mut unfit: Vec<String> = pods
+        .into_iter()
+        .filter(|p| is_active(p) && target_pool(p) == Some(pool))
+        .filter_map(|p| {
+            let why = too_large(p, capacity)?;
+            let ns = p.metadata.namespace.as_deref().unwrap_or_default();
+            let name = p.metadata.name.as_deref().unwrap_or_default();
+            Some(format!("{ns}/{name} ({why})"))
+        })
+        .collect();
+    unfit.sort();
+    unfit
+}
+
+/// Sum of the demand of the active pods that want `pool` and fit on one of its nodes
+/// (see [`too_large`]).
+pub fn pool_demand<'a>(
+    pool: &str,
+    pods: impl IntoIterator<Item = &'a PodView>,
+    capacity: Capacity,
+) -> Demand {
     pods.into_iter()
         .filter(|p| is_active(p) && target_pool(p) == Some(pool))
+        .filter(|p| too_large(p, capacity).is_none())
         .map(pod_demand)
         .fold(Demand::default(), |a, b| Demand {
             cpu: a.cpu + b.cpu,
@@ -524,6 +572,31 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_larger_than_a_node_is_no_demand_and_is_named() {
+        let pod = |name: &str, cpu: &str, memory: &str| -> PodView {
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"nodeSelector": {"nodepool.dev/pool": "a"}, "containers": [
+                    {"name": "c", "resources": {"requests": {"cpu": cpu, "memory": memory}}}]}}))
+            .unwrap()
+        };
+        let pods = [
+            pod("fits", "2", "8Gi"),
+            pod("wide", "3", "1Gi"),
+            pod("heavy", "1", "9Gi"),
+        ];
+        assert_eq!(pool_demand("a", &pods, NODE).cpu, 2.0);
+        assert_eq!(
+            unfit_pods("a", &pods, NODE),
+            [
+                "default/heavy (9Gi > 8Gi)",
+                "default/wide (3 cores > 2 cores)"
+            ]
+        );
+        assert!(unfit_pods("other", &pods, NODE).is_empty());
+    }
+
+    #[test]
     fn demand_sums_requests_of_active_pods_only() {
         let pod = |cpu: &str, phase: &str| -> PodView {
             serde_json::from_value(json!({"spec": {"nodeSelector": {"nodepool.dev/pool": "a"}, "containers": [
@@ -535,9 +608,9 @@ mod tests {
             pod("1", "Running"),
             pod("4", "Succeeded"),
         ];
-        let d = pool_demand("a", &pods);
+        let d = pool_demand("a", &pods, NODE);
         assert_eq!((d.cpu, d.memory / GI, d.pods), (2.0, 2.0, 2.0));
-        assert_eq!(pool_demand("other", &pods), Demand::default());
+        assert_eq!(pool_demand("other", &pods, NODE), Demand::default());
     }
 
     #[test]

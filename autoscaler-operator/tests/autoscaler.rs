@@ -316,3 +316,212 @@ async fn a_pool_deleted_while_its_autoscaler_scales_it_is_reported_and_not_broug
         .await
         .unwrap();
 }
+
+/// A Deployment of `replicas` pods of 1 cpu that want `pool`, in `default`.
+fn deployment(name: &str, pool: &str, replicas: i32) -> k8s_openapi::api::apps::v1::Deployment {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "nodeSelector": {"nodepool.dev/pool": pool},
+                    "tolerations": [{"key": "nodepool.dev/virtual", "operator": "Exists", "effect": "NoSchedule"}],
+                    "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9",
+                        "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}]
+                }
+            }
+        }
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_deployment_of_9_gets_exactly_5_nodes_runs_there_and_shrinks_back() {
+    if e2e::Topology::from_env() == e2e::Topology::Bare && !shared().is_external() {
+        eprintln!("skipped: no scheduler in a bare control plane");
+        return;
+    }
+    let client = setup().await;
+    let pools: Api<NodePool> = Api::all(client.clone());
+    let autoscalers: Api<Autoscaler> = Api::all(client.clone());
+    let nodes: Api<Node> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), "default");
+    let pool = unique_name("nine");
+    pools
+        .create(&PostParams::default(), &fixtures::nodepool(&pool, 1))
+        .await
+        .unwrap();
+    let mut scaler = fixtures::autoscaler(&unique_name("as"), &pool, 1, 8);
+    scaler.spec.target_utilization = 100;
+    scaler.spec.behavior.scale_up.max_step = 8;
+    scaler.spec.behavior.scale_down = ScalingRules {
+        stabilization_window_seconds: 3,
+        max_step: 8,
+    };
+    let scaler_name = scaler.name_any();
+    autoscalers
+        .create(&PostParams::default(), &scaler)
+        .await
+        .unwrap();
+    let name = unique_name("web");
+    deployments
+        .create(&PostParams::default(), &deployment(&name, &pool, 0))
+        .await
+        .unwrap();
+
+    // 0 -> 9 replicas of 1 cpu on 2-cpu nodes at 100%: 9 cores / 2 = 4.5 -> 5 nodes.
+    let scale = |replicas: i32| {
+        let deployments = deployments.clone();
+        let name = name.clone();
+        async move {
+            let patch = serde_json::json!({"spec": {"replicas": replicas}});
+            deployments
+                .patch(
+                    &name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    scale(9).await;
+    let selector = format!("app={name}");
+    let running_on_pool = || async {
+        let pool_nodes: Vec<String> = nodes
+            .list(&kube::api::ListParams::default().labels(&format!("nodepool.dev/pool={pool}")))
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .iter()
+            .map(|n| n.name_any())
+            .collect();
+        let list = pods
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| e.to_string())?;
+        let running: Vec<Pod> = list
+            .items
+            .iter()
+            .filter(|p| {
+                let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
+                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                node.is_some_and(|n| pool_nodes.contains(&n)) && phase == Some("Running")
+            })
+            .cloned()
+            .collect();
+        Ok::<_, String>((list.items.len(), running, pool_nodes.len()))
+    };
+    let nine = eventually("9 pods Running on 5 nodes", CONVERGE, || async {
+        let (all, running, pool_nodes) = running_on_pool().await?;
+        let ready = ready_nodes(&nodes, &pool).await;
+        let seen = format!(
+            "{all} pods, {} running on the pool, {ready} ready of {pool_nodes} nodes",
+            running.len()
+        );
+        (all == 9 && running.len() == 9 && ready == 5 && pool_nodes == 5)
+            .then_some(running)
+            .ok_or(seen)
+    })
+    .await;
+    assert_eq!(pools.get(&pool).await.unwrap().spec.replicas, 5);
+
+    // Back to 1 replica: the pool shrinks to 1, and the pod that stays is one of the nine,
+    // never evicted (the empty nodes go first): no pod was left unschedulable.
+    scale(1).await;
+    let last = eventually("1 pod on 1 node", CONVERGE, || async {
+        let (all, running, pool_nodes) = running_on_pool().await?;
+        (all == 1 && running.len() == 1 && pool_nodes == 1)
+            .then(|| running[0].clone())
+            .ok_or(format!(
+                "{all} pods, {} running, {pool_nodes} nodes",
+                running.len()
+            ))
+    })
+    .await;
+    assert!(
+        nine.iter().any(|p| p.metadata.uid == last.metadata.uid),
+        "the last pod was made anew: one was evicted"
+    );
+    eventually("spec.replicas 1", CONVERGE, || async {
+        let replicas = pools
+            .get(&pool)
+            .await
+            .map_err(|e| e.to_string())?
+            .spec
+            .replicas;
+        (replicas == 1).then_some(()).ok_or(format!("{replicas}"))
+    })
+    .await;
+
+    deployments
+        .delete(&name, &DeleteParams::background())
+        .await
+        .unwrap();
+    autoscalers
+        .delete(&scaler_name, &DeleteParams::default())
+        .await
+        .unwrap();
+    pools.delete(&pool, &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_pod_too_large_for_any_node_of_the_pool_is_reported_and_scales_nothing() {
+    let client = setup().await;
+    let pools: Api<NodePool> = Api::all(client.clone());
+    let autoscalers: Api<Autoscaler> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pool = unique_name("small");
+    pools
+        .create(&PostParams::default(), &fixtures::nodepool(&pool, 1))
+        .await
+        .unwrap();
+    let scaler = unique_name("as");
+    autoscalers
+        .create(
+            &PostParams::default(),
+            &fixtures::autoscaler(&scaler, &pool, 1, 4),
+        )
+        .await
+        .unwrap();
+    // 3 cores on nodes of 2.
+    let big = format!("{pool}-big");
+    pods.create(&PostParams::default(), &pod(&big, &pool, "3"))
+        .await
+        .unwrap();
+    let c = eventually("PodsFit False", CONVERGE, || async {
+        let a = autoscalers.get(&scaler).await.map_err(|e| e.to_string())?;
+        let conditions = a.status.unwrap_or_default().conditions;
+        find(&conditions, "PodsFit")
+            .filter(|c| c.status == ConditionStatus::False)
+            .cloned()
+            .ok_or(format!("{conditions:?}"))
+    })
+    .await;
+    assert_eq!(c.reason, "PodTooLarge");
+    assert!(
+        c.message
+            .contains(&format!("default/{big} (3 cores > 2 cores)")),
+        "{}",
+        c.message
+    );
+    let event = e2e::wait_for_event(client.clone(), "PodTooLarge", &scaler, CONVERGE).await;
+    assert!(event.note.unwrap_or_default().contains(&big));
+    // The decision that said so kept the pool where it was.
+    let a = autoscalers.get(&scaler).await.unwrap();
+    assert_eq!(a.status.unwrap_or_default().desired_replicas, Some(1));
+    assert_eq!(pools.get(&pool).await.unwrap().spec.replicas, 1);
+
+    pods.delete(&big, &DeleteParams::default()).await.unwrap();
+    autoscalers
+        .delete(&scaler, &DeleteParams::default())
+        .await
+        .unwrap();
+    pools.delete(&pool, &DeleteParams::default()).await.unwrap();
+}

@@ -61,6 +61,9 @@ pub mod condition_type {
     pub const ABLE_TO_SCALE: &str = "AbleToScale";
     /// Autoscaler: the desired size was clamped or held back (autoscaler-operator).
     pub const SCALING_LIMITED: &str = "ScalingLimited";
+    /// Autoscaler (autoscaler-operator): whether every pod that wants the pool fits on
+    /// one of its nodes. False (`PodTooLarge`) names the pods no number of nodes can run.
+    pub const PODS_FIT: &str = "PodsFit";
     /// Autoscaler: whether the target pool can deliver nodes; written by nodepool-operator
     /// into the Autoscaler's status, next to the autoscaler's own conditions.
     pub const NODEPOOL_READY: &str = "NodePoolReady";
@@ -80,6 +83,9 @@ pub mod reason {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const PAUSED: &str = "Paused";
     pub const SCALING_LIMITED: &str = "ScalingLimited";
+    /// Autoscaler (autoscaler-operator): whether every pod that wants the pool fits on
+    /// one of its nodes. False (`PodTooLarge`) names the pods no number of nodes can run.
+    pub const PODS_FIT: &str = "PodsFit";
     pub const WITHIN_BOUNDS: &str = "WithinBounds";
     pub const READY: &str = "Ready";
 }
