@@ -112,3 +112,27 @@ pub async fn wait_until_ready(
     }
     Ok(())
 }
+
+/// A pool's nodes as the API server has them: (all, cordoned, terminating).
+pub async fn pool_node_counts(
+    nodes: &kube::Api<k8s_openapi::api::core::v1::Node>,
+    pool: &str,
+) -> (usize, usize, usize) {
+    let list = nodes
+        .list(
+            &kube::api::ListParams::default().labels(&format!("{}={pool}", shared_crd::POOL_LABEL)),
+        )
+        .await
+        .expect("listing nodes");
+    let cordoned = list
+        .items
+        .iter()
+        .filter(|n| n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true))
+        .count();
+    let terminating = list
+        .items
+        .iter()
+        .filter(|n| n.metadata.deletion_timestamp.is_some())
+        .count();
+    (list.items.len(), cordoned, terminating)
+}

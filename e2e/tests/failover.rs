@@ -17,9 +17,9 @@ use e2e::process::OperatorProcess;
 use e2e::{eventually, fixtures, shared, unique_name};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use shared_crd::condition::{ConditionStatus, find};
-use shared_crd::{Autoscaler, NodePool, POOL_LABEL, ScalingRules};
+use shared_crd::{Autoscaler, NodePool, ScalingRules};
 
 /// A nodepool-operator replica with leader election, as the chart runs it.
 async fn replica(kubeconfig: &Path, logs: &Path, name: &str) -> OperatorProcess {
@@ -49,21 +49,7 @@ async fn wait_leading(replica: &OperatorProcess) -> Instant {
 
 /// The pool's nodes: (all, cordoned, terminating).
 async fn nodes_of(nodes: &Api<Node>, pool: &str) -> (usize, usize, usize) {
-    let list = nodes
-        .list(&ListParams::default().labels(&format!("{POOL_LABEL}={pool}")))
-        .await
-        .unwrap();
-    let cordoned = list
-        .items
-        .iter()
-        .filter(|n| n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true))
-        .count();
-    let terminating = list
-        .items
-        .iter()
-        .filter(|n| n.metadata.deletion_timestamp.is_some())
-        .count();
-    (list.items.len(), cordoned, terminating)
+    e2e::pool_node_counts(nodes, pool).await
 }
 
 async fn converged(pools: &Api<NodePool>, nodes: &Api<Node>, pool: &str, size: usize) {

@@ -59,21 +59,7 @@ async fn autoscaler_operator(name: &str, kubeconfig: &Path, logs: &Path) -> Oper
 
 /// The pool's nodes: (all, cordoned, terminating).
 async fn nodes_of(nodes: &Api<Node>, pool: &str) -> (usize, usize, usize) {
-    let list = nodes
-        .list(&ListParams::default().labels(&format!("{POOL_LABEL}={pool}")))
-        .await
-        .unwrap();
-    let cordoned = list
-        .items
-        .iter()
-        .filter(|n| n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true))
-        .count();
-    let terminating = list
-        .items
-        .iter()
-        .filter(|n| n.metadata.deletion_timestamp.is_some())
-        .count();
-    (list.items.len(), cordoned, terminating)
+    e2e::pool_node_counts(nodes, pool).await
 }
 
 /// Waits until the pool has exactly `size` nodes, none cordoned or terminating, all
