@@ -25,6 +25,31 @@ async fn crds_are_installed_and_established() {
 }
 
 #[tokio::test]
+async fn the_documented_crd_install_command_works_here() {
+    // README: `kubectl apply --validate=false -f deploy/crds/`, for old and new servers
+    // alike (kubectl's own schema check refuses `x-kubernetes-validations` on 1.20).
+    let cp = shared();
+    let assets = e2e::control_plane::assets_dir().unwrap();
+    let crds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds");
+    let out = std::process::Command::new(assets.join("kubectl"))
+        .arg("--kubeconfig")
+        .arg(cp.kubeconfig())
+        .args(["apply", "--validate=false", "-f"])
+        .arg(&crds)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["nodepools.nodepool.dev", "autoscalers.nodepool.dev"] {
+        assert!(stdout.contains(name), "{stdout}");
+    }
+}
+
+#[tokio::test]
 async fn status_write_bumps_resource_version_but_not_generation() {
     let client = shared().client().await.unwrap();
     let pools: Api<NodePool> = Api::all(client);
