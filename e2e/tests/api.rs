@@ -292,3 +292,86 @@ async fn two_field_managers_each_own_their_condition_on_a_nodepool() {
         .collect();
     assert_eq!(types, ["Audited", "Ready", "Scaling"]);
 }
+
+#[tokio::test]
+async fn each_operators_chart_rbac_refuses_what_it_must_not_do() {
+    let cp = shared();
+    if cp.is_external() {
+        eprintln!("skipped: an external cluster's identities are its kubeconfig's");
+        return;
+    }
+    let admin = cp.client().await.unwrap();
+    let pool = unique_name("rbac");
+    Api::<NodePool>::all(admin.clone())
+        .create(&PostParams::default(), &fixtures::nodepool(&pool, 0))
+        .await
+        .unwrap();
+    let scaler = unique_name("rbac");
+    Api::<Autoscaler>::all(admin.clone())
+        .create(
+            &PostParams::default(),
+            &fixtures::autoscaler(&scaler, &pool, 0, 2),
+        )
+        .await
+        .unwrap();
+    let forbidden = |result: kube::Result<serde_json::Value>, what: &str| match result {
+        Err(kube::Error::Api(s)) if s.code == 403 => {}
+        other => panic!("{what}: expected 403 Forbidden, got {other:?}"),
+    };
+    let status = json!({"status": {"replicas": 7}});
+    let spec = json!({"spec": {"maxReplicas": 9}});
+
+    // autoscaler-operator writes a pool's spec.replicas, never its status.
+    let autoscaler = cp
+        .client_as(e2e::Identity::AutoscalerOperator)
+        .await
+        .unwrap();
+    let pools: Api<NodePool> = Api::all(autoscaler);
+    forbidden(
+        pools
+            .patch_status(&pool, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .map(|p| serde_json::to_value(p).unwrap()),
+        "autoscaler-operator writing NodePool status",
+    );
+    // nodepool-operator writes an Autoscaler's status (NodePoolReady), never its spec.
+    let nodepool = cp.client_as(e2e::Identity::NodepoolOperator).await.unwrap();
+    let autoscalers: Api<Autoscaler> = Api::all(nodepool.clone());
+    forbidden(
+        autoscalers
+            .patch(&scaler, &PatchParams::default(), &Patch::Merge(&spec))
+            .await
+            .map(|a| serde_json::to_value(a).unwrap()),
+        "nodepool-operator writing an Autoscaler's spec",
+    );
+    // ...and each may do what it must: the other halves of the same objects.
+    Api::<NodePool>::all(
+        cp.client_as(e2e::Identity::AutoscalerOperator)
+            .await
+            .unwrap(),
+    )
+    .patch(
+        &pool,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"replicas": 1}})),
+    )
+    .await
+    .unwrap();
+    autoscalers
+        .patch_status(
+            &scaler,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": {"observedGeneration": 1}})),
+        )
+        .await
+        .unwrap();
+
+    Api::<Autoscaler>::all(admin.clone())
+        .delete(&scaler, &Default::default())
+        .await
+        .unwrap();
+    Api::<NodePool>::all(admin)
+        .delete(&pool, &Default::default())
+        .await
+        .unwrap();
+}
