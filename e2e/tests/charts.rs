@@ -275,3 +275,31 @@ async fn both_charts_install_upgrade_and_uninstall() {
         .delete(&ns, &Default::default())
         .await;
 }
+
+#[test]
+fn a_wrong_value_fails_at_helm_time_not_at_run_time() {
+    let assets = e2e::control_plane::assets_dir().unwrap();
+    for name in CHARTS {
+        let template = |set: &str| {
+            std::process::Command::new(assets.join("helm"))
+                .args(["template", "x"])
+                .arg(chart(name))
+                .args(["--set", set])
+                .output()
+                .unwrap()
+        };
+        assert!(template("conflictStrategy=retry").status.success());
+        for (set, says) in [
+            ("conflictStrategy=optimistic", "/conflictStrategy"),
+            ("replicas=0", "/replicas"),
+            ("logFormat=xml", "/logFormat"),
+            ("extraArgs[0]=max-nodes=3", "/extraArgs/0"),
+            ("leaderElection.leaseSecond=15", "leaseSecond"),
+        ] {
+            let out = template(set);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{name}: {set} accepted");
+            assert!(stderr.contains(says), "{name}: {set}: {stderr}");
+        }
+    }
+}
