@@ -108,10 +108,12 @@ pub struct Watches {
     /// Those pods by the pool they ask for.
     pub pods_by_pool: Index<PodView>,
     pub pod_watch: Fanout<PodView>,
+    /// The process's one event recorder: the watches report unreadable objects with it,
+    /// the controller its decisions.
+    pub recorder: Recorder,
 }
 
 pub fn watches(client: &Client) -> Watches {
-    // Reports the objects the guarded watches leave out (`InvalidObject`).
     let recorder = Recorder::new(client.clone(), reporter());
     let (autoscalers, a_writer) = reflector::store();
     let (pools, p_writer) = reflector::store();
@@ -171,6 +173,7 @@ pub fn watches(client: &Client) -> Watches {
         ),
         pods,
         pods_by_pool,
+        recorder,
     }
 }
 
@@ -255,7 +258,7 @@ impl Context {
         metrics: Arc<ReconcileMetrics>,
     ) -> Self {
         Self {
-            recorder: Recorder::new(client.clone(), reporter()),
+            recorder: watches.recorder.clone(),
             client,
             writer,
             autoscalers: watches.autoscalers.clone(),
@@ -364,9 +367,10 @@ async fn reconcile_autoscaler(a: &Autoscaler, ctx: &Context) -> Result<Action, E
         }
     };
     let pods = ctx.pods_by_pool.objects(&pool_name, &ctx.pods);
-    let demand = decide::pool_demand(&pool_name, pods.iter().map(|p| p.as_ref()), capacity);
-    // Pods no node of the pool can hold: no number of nodes helps; say so instead.
-    let unfit = decide::unfit_pods(&pool_name, pods.iter().map(|p| p.as_ref()), capacity);
+    // Pods no node of the pool can hold are no demand (no number of nodes helps): they
+    // are named instead.
+    let decide::PoolDemand { demand, unfit } =
+        decide::pool_demand(&pool_name, pods.iter().map(|p| p.as_ref()), capacity);
     let at_quota = a
         .status
         .as_ref()

@@ -69,10 +69,10 @@ pub fn pod_demand(pod: &PodView) -> Demand {
     d
 }
 
-/// Why `pod` can run on no node of the pool, if it asks one resource for more than a
-/// node offers: `"3 cores > 2 cores"`. No number of nodes runs it, so it is no demand.
-pub fn too_large(pod: &PodView, capacity: Capacity) -> Option<String> {
-    let d = pod_demand(pod);
+/// Why a pod asking `d` can run on no node of the pool, if it asks one resource for more
+/// than a node offers: `"3 cores > 2 cores"`. No number of nodes runs it, so it is no
+/// demand.
+fn too_large(d: &Demand, capacity: Capacity) -> Option<String> {
     if d.cpu > capacity.cpu + 1e-9 {
         return Some(format!(
             "{} cores > {} cores",
@@ -90,43 +90,42 @@ pub fn too_large(pod: &PodView, capacity: Capacity) -> Option<String> {
     None
 }
 
-/// The active pods that want `pool` but fit on none of its nodes, as
-/// `namespace/name (why)`, sorted.
-pub fn unfit_pods<'a>(
-    pool: &str,
-    pods: impl IntoIterator<Item = &'a PodView>,
-    capacity: Capacity,
-) -> Vec<String> {
-    let mut unfit: Vec<String> = pods
-        .into_iter()
-        .filter(|p| is_active(p) && target_pool(p) == Some(pool))
-        .filter_map(|p| {
-            let why = too_large(p, capacity)?;
-            let ns = p.metadata.namespace.as_deref().unwrap_or_default();
-            let name = p.metadata.name.as_deref().unwrap_or_default();
-            Some(format!("{ns}/{name} ({why})"))
-        })
-        .collect();
-    unfit.sort();
-    unfit
+/// What the active pods that want a pool ask of it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PoolDemand {
+    /// The sum over the pods that fit on one of its nodes.
+    pub demand: Demand,
+    /// The pods that fit on none (see [`too_large`]), as `namespace/name (why)`, sorted.
+    pub unfit: Vec<String>,
 }
 
-/// Sum of the demand of the active pods that want `pool` and fit on one of its nodes
-/// (see [`too_large`]).
+/// The demand of the active pods that want `pool`, each pod's requests read once.
 pub fn pool_demand<'a>(
     pool: &str,
     pods: impl IntoIterator<Item = &'a PodView>,
     capacity: Capacity,
-) -> Demand {
-    pods.into_iter()
+) -> PoolDemand {
+    let mut total = PoolDemand::default();
+    for pod in pods
+        .into_iter()
         .filter(|p| is_active(p) && target_pool(p) == Some(pool))
-        .filter(|p| too_large(p, capacity).is_none())
-        .map(pod_demand)
-        .fold(Demand::default(), |a, b| Demand {
-            cpu: a.cpu + b.cpu,
-            memory: a.memory + b.memory,
-            pods: a.pods + b.pods,
-        })
+    {
+        let d = pod_demand(pod);
+        match too_large(&d, capacity) {
+            None => {
+                total.demand.cpu += d.cpu;
+                total.demand.memory += d.memory;
+                total.demand.pods += d.pods;
+            }
+            Some(why) => {
+                let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+                let name = pod.metadata.name.as_deref().unwrap_or_default();
+                total.unfit.push(format!("{ns}/{name} ({why})"));
+            }
+        }
+    }
+    total.unfit.sort();
+    total
 }
 
 /// Nodes needed for `demand` at `target_utilization` percent, by the scarcest resource,
@@ -585,15 +584,16 @@ mod tests {
             pod("wide", "3", "1Gi"),
             pod("heavy", "1", "9Gi"),
         ];
-        assert_eq!(pool_demand("a", &pods, NODE).cpu, 2.0);
+        let a = pool_demand("a", &pods, NODE);
+        assert_eq!(a.demand.cpu, 2.0);
         assert_eq!(
-            unfit_pods("a", &pods, NODE),
+            a.unfit,
             [
                 "default/heavy (9Gi > 8Gi)",
                 "default/wide (3 cores > 2 cores)"
             ]
         );
-        assert!(unfit_pods("other", &pods, NODE).is_empty());
+        assert!(pool_demand("other", &pods, NODE).unfit.is_empty());
     }
 
     #[test]
@@ -608,9 +608,9 @@ mod tests {
             pod("1", "Running"),
             pod("4", "Succeeded"),
         ];
-        let d = pool_demand("a", &pods, NODE);
+        let d = pool_demand("a", &pods, NODE).demand;
         assert_eq!((d.cpu, d.memory / GI, d.pods), (2.0, 2.0, 2.0));
-        assert_eq!(pool_demand("other", &pods, NODE), Demand::default());
+        assert_eq!(pool_demand("other", &pods, NODE), PoolDemand::default());
     }
 
     #[test]
