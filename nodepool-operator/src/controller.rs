@@ -300,13 +300,14 @@ fn plan_growth(
         let growth = decide::nodes_to_add(pool.spec.replicas, current, cached, None);
         return (growth, free_node_names(pool, taken, growth.add));
     };
+    let now = Instant::now();
     let mut reservations = ctx.reservations.lock().expect("not poisoned");
-    let outstanding = reservations.outstanding(Instant::now(), |name| {
+    let outstanding = reservations.outstanding(now, |name| {
         ctx.caches.nodes.get(&ObjectRef::new(name)).is_some()
     });
     let growth = decide::nodes_to_add(pool.spec.replicas, current, cached + outstanding, Some(max));
     let names = free_node_names(pool, taken, growth.add);
-    reservations.add(&names, Instant::now());
+    reservations.add(&names, now);
     (growth, names)
 }
 

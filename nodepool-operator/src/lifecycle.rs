@@ -18,6 +18,7 @@ use std::time::Duration;
 use futures::stream::BoxStream;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
@@ -33,7 +34,7 @@ use shared_crd::{NODE_LEASE_NAMESPACE, NodePool, TERMINATION_FINALIZER};
 
 use crate::Caches;
 use crate::decide::is_ready;
-use crate::provider::{is_virtual, pool_of};
+use crate::provider::{is_virtual, pool_of, pool_owner};
 use crate::{drain, kubelet};
 
 /// Controller name in metrics and logs.
@@ -426,10 +427,7 @@ async fn report_blocked(ctx: &Context, node: &Node, blocked: &[String]) -> Resul
 /// The owning pool's `terminationGracePeriodSeconds`, when the pool (this very one, by
 /// uid) is still there and sets it.
 fn termination_grace_period(node: &Node, ctx: &Context) -> Option<Duration> {
-    let owner = node
-        .owner_references()
-        .iter()
-        .find(|r| r.kind == "NodePool" && r.controller == Some(true))?;
+    let owner = pool_owner(node)?;
     let pool = ctx.caches.pools.get(&ObjectRef::new(pool_of(node)?))?;
     if pool.metadata.uid.as_deref() != Some(owner.uid.as_str()) {
         return None;
@@ -438,17 +436,18 @@ fn termination_grace_period(node: &Node, ctx: &Context) -> Option<Duration> {
     Some(Duration::from_secs(seconds.max(0) as u64))
 }
 
+/// Whether the pool whose metadata is `pool` no longer owns what `owner` points at: it
+/// was made anew under the same name (another uid), or it is being deleted.
+fn replaced_or_deleted(pool: &ObjectMeta, owner: &OwnerReference) -> bool {
+    pool.uid.as_deref() != Some(owner.uid.as_str()) || pool.deletion_timestamp.is_some()
+}
+
 /// Whether the API server agrees that the owning pool is gone, made anew or being
 /// deleted. The cache can be wrong about absence (a pool this version cannot read is left
 /// out of it; a watch can lag), so a node is deleted only after a live read of the pool's
 /// metadata, as the garbage collector checks an owner before it deletes a dependent.
 async fn orphan_confirmed(node: &Node, ctx: &Context) -> Result<bool, Error> {
-    let (Some(pool_name), Some(owner)) = (
-        pool_of(node),
-        node.owner_references()
-            .iter()
-            .find(|r| r.kind == "NodePool" && r.controller == Some(true)),
-    ) else {
+    let (Some(pool_name), Some(owner)) = (pool_of(node), pool_owner(node)) else {
         return Ok(false);
     };
     let pools: Api<NodePool> = Api::all(ctx.client.clone());
@@ -463,8 +462,7 @@ async fn orphan_confirmed(node: &Node, ctx: &Context) -> Result<bool, Error> {
     Ok(match live {
         None => true,
         Some(pool) => {
-            let orphaned = pool.metadata.uid.as_deref() != Some(owner.uid.as_str())
-                || pool.metadata.deletion_timestamp.is_some();
+            let orphaned = replaced_or_deleted(&pool.metadata, owner);
             if !orphaned {
                 tracing::warn!(
                     node = %node.name_any(), pool = %pool_name,
@@ -476,24 +474,14 @@ async fn orphan_confirmed(node: &Node, ctx: &Context) -> Result<bool, Error> {
     })
 }
 
-/// Whether the pool that owns `node` is gone, made anew (another uid) or being deleted.
+/// Whether the cache shows the pool that owns `node` gone, made anew or being deleted.
 fn is_orphaned(node: &Node, ctx: &Context) -> bool {
-    let Some(pool_name) = pool_of(node) else {
-        return false;
-    };
-    let Some(owner) = node
-        .owner_references()
-        .iter()
-        .find(|r| r.kind == "NodePool" && r.controller == Some(true))
-    else {
+    let (Some(pool_name), Some(owner)) = (pool_of(node), pool_owner(node)) else {
         return false;
     };
     match ctx.caches.pools.get(&ObjectRef::new(pool_name)) {
         None => true,
-        Some(pool) => {
-            pool.metadata.uid.as_deref() != Some(owner.uid.as_str())
-                || pool.metadata.deletion_timestamp.is_some()
-        }
+        Some(pool) => replaced_or_deleted(&pool.metadata, owner),
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus, Taint};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use shared_crd::{NodePool, POOL_LABEL, TERMINATION_FINALIZER, VIRTUAL_NODE_TAINT};
@@ -214,13 +214,15 @@ impl Provider for VirtualProvider {
 /// controller reference to a NodePool. Nodes that only carry the label were made by
 /// someone else: they are never adopted, counted or deleted.
 pub fn pool_of(node: &Node) -> Option<&str> {
-    let owned = node
-        .owner_references()
+    pool_owner(node)?;
+    node.labels().get(POOL_LABEL).map(String::as_str)
+}
+
+/// The node's controller reference to a NodePool, if it has one.
+pub fn pool_owner(node: &Node) -> Option<&OwnerReference> {
+    node.owner_references()
         .iter()
-        .any(|r| r.kind == "NodePool" && r.controller == Some(true));
-    owned
-        .then(|| node.labels().get(POOL_LABEL).map(String::as_str))
-        .flatten()
+        .find(|r| r.kind == "NodePool" && r.controller == Some(true))
 }
 
 /// Whether `node` is a virtual node of this operator (the kubelet's part is ours).
