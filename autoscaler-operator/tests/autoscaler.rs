@@ -317,28 +317,6 @@ async fn a_pool_deleted_while_its_autoscaler_scales_it_is_reported_and_not_broug
         .unwrap();
 }
 
-/// A Deployment of `replicas` pods of 1 cpu that want `pool`, in `default`.
-fn deployment(name: &str, pool: &str, replicas: i32) -> k8s_openapi::api::apps::v1::Deployment {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "nodeSelector": {"nodepool.dev/pool": pool},
-                    "tolerations": [{"key": "nodepool.dev/virtual", "operator": "Exists", "effect": "NoSchedule"}],
-                    "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9",
-                        "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}]
-                }
-            }
-        }
-    }))
-    .unwrap()
-}
-
 #[tokio::test]
 async fn a_deployment_of_9_gets_exactly_5_nodes_runs_there_and_shrinks_back() {
     if e2e::Topology::from_env() == e2e::Topology::Bare && !shared().is_external() {
@@ -371,7 +349,10 @@ async fn a_deployment_of_9_gets_exactly_5_nodes_runs_there_and_shrinks_back() {
         .unwrap();
     let name = unique_name("web");
     deployments
-        .create(&PostParams::default(), &deployment(&name, &pool, 0))
+        .create(
+            &PostParams::default(),
+            &fixtures::deployment(&name, &pool, 0, "1", "1Gi"),
+        )
         .await
         .unwrap();
 

@@ -57,6 +57,51 @@ pub fn pod_wanting(
     .expect("a valid pod")
 }
 
+/// A pod in `default` bound to `node` (as the scheduler would bind it), labelled
+/// `app=<app>`, tolerating the virtual-node taint.
+pub fn pod_on(node: &str, name: &str, app: &str) -> k8s_openapi::api::core::v1::Pod {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "labels": {"app": app}},
+        "spec": {
+            "nodeName": node,
+            "tolerations": [{"key": "nodepool.dev/virtual", "operator": "Exists", "effect": "NoSchedule"}],
+            "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9"}]
+        }
+    }))
+    .expect("a valid pod")
+}
+
+/// A Deployment `name` in `default` of `replicas` pods labelled `app=<name>` that want
+/// `pool` (nodeSelector on the pool label, tolerating the virtual-node taint), each
+/// requesting `cpu` and `memory`.
+pub fn deployment(
+    name: &str,
+    pool: &str,
+    replicas: i32,
+    cpu: &str,
+    memory: &str,
+) -> k8s_openapi::api::apps::v1::Deployment {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "nodeSelector": {"nodepool.dev/pool": pool},
+                    "tolerations": [{"key": "nodepool.dev/virtual", "operator": "Exists", "effect": "NoSchedule"}],
+                    "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9",
+                        "resources": {"requests": {"cpu": cpu, "memory": memory}}}]
+                }
+            }
+        }
+    }))
+    .expect("a valid Deployment")
+}
+
 /// Creates, in `default`, a PodDisruptionBudget named `name` over the pods labelled
 /// `app=<app>` that allows no disruption (`maxUnavailable` 0), as policy/v1
 /// where the server serves it, else policy/v1beta1 (1.20). Its status is written as the

@@ -599,16 +599,7 @@ async fn a_nodepool_operator_restarted_mid_drain_finishes_it() {
     let mut placed = Vec::new();
     for node in &list.items {
         let name = format!("{}-app", node.name_any());
-        let pod: Pod = serde_json::from_value(serde_json::json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": "default", "labels": {"app": group}},
-            "spec": {
-                "nodeName": node.name_any(),
-                "tolerations": [{"key": "nodepool.dev/virtual", "operator": "Exists"}],
-                "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9"}]
-            }
-        }))
-        .unwrap();
+        let pod = fixtures::pod_on(&node.name_any(), &name, &group);
         pods.create(&PostParams::default(), &pod).await.unwrap();
         // Running, as a kubelet would report it: the Eviction API ignores budgets for
         // Pending pods.

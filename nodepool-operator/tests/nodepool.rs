@@ -402,16 +402,7 @@ async fn nodepool_ready_lands_beside_the_autoscalers_own_conditions() {
 /// A pod bound to a pool node, tolerating the virtual taint, in namespace `default`,
 /// labelled `app=<name>`.
 fn pod_on(node: &str, name: &str) -> k8s_openapi::api::core::v1::Pod {
-    serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default", "labels": {"app": name}},
-        "spec": {
-            "nodeName": node,
-            "tolerations": [{"key": "nodepool.dev/virtual", "operator": "Exists", "effect": "NoSchedule"}],
-            "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9"}]
-        }
-    }))
-    .unwrap()
+    fixtures::pod_on(node, name, name)
 }
 
 #[tokio::test]
@@ -686,24 +677,7 @@ async fn a_deployments_pods_are_scheduled_onto_the_pool_and_run() {
         .map(|n| n.name_any())
         .collect();
     // Three replicas of half a core that want the pool: the real scheduler places them.
-    let deployment = serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "replicas": 3,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "nodeSelector": {"nodepool.dev/pool": name},
-                    "tolerations": [{"key": "nodepool.dev/virtual", "operator": "Exists", "effect": "NoSchedule"}],
-                    "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9",
-                        "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}}}]
-                }
-            }
-        }
-    }))
-    .unwrap();
+    let deployment = fixtures::deployment(&name, &name, 3, "500m", "256Mi");
     deployments
         .create(&PostParams::default(), &deployment)
         .await
