@@ -642,6 +642,19 @@ fn stop_children(children: Vec<Child>) {
     }
 }
 
+/// Fails when one of the control plane's processes has exited, pointing at the logs.
+fn none_exited(children: &mut [Child], dir: &Path) -> Result<()> {
+    for child in children.iter_mut() {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "a control-plane process exited ({status}); see logs in {}",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Waits until the token controller has given `default/default` its token: before that,
 /// the `ServiceAccount` admission plugin refuses pods in `default`.
 async fn wait_for_default_service_account(
@@ -658,14 +671,7 @@ async fn wait_for_default_service_account(
         {
             return Ok(());
         }
-        for child in children.iter_mut() {
-            if let Some(status) = child.try_wait()? {
-                bail!(
-                    "a control-plane process exited ({status}); see logs in {}",
-                    dir.display()
-                );
-            }
-        }
+        none_exited(children, dir)?;
         if Instant::now() > deadline {
             bail!(
                 "no token for the default ServiceAccount after 60s; see kube-controller-manager.log in {}",
@@ -684,14 +690,7 @@ async fn wait_ready(client: &Client, dir: &Path, children: &mut [Child]) -> Resu
             Ok(body) if body.trim() == "ok" => return Ok(()),
             _ => {}
         }
-        for child in children.iter_mut() {
-            if let Some(status) = child.try_wait()? {
-                bail!(
-                    "a control-plane process exited ({status}); see logs in {}",
-                    dir.display()
-                );
-            }
-        }
+        none_exited(children, dir)?;
         if Instant::now() > deadline {
             let log = fs::read_to_string(dir.join("kube-apiserver.log")).unwrap_or_default();
             let tail: Vec<_> = log.lines().rev().take(20).collect();
