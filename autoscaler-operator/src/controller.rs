@@ -1,6 +1,7 @@
-//! The Autoscaler controller: reads the target pool and the pods that want it from the
-//! watch caches, decides a size, writes the pool's `spec.replicas` (the cross-operator
-//! write) and its own status, both through operator-kit's write strategy.
+//! The Autoscaler controller: reads the target pool, its nodes and the pods bound to them or
+//! waiting for them from the watch caches, decides a size, writes the pool's `spec.replicas`
+//! (the cross-operator write) and its own status, both through operator-kit's write
+//! strategy.
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,7 +24,9 @@ use serde_json::json;
 use shared_crd::condition::{self, Condition, ConditionStatus};
 use shared_crd::{Autoscaler, NodePool, condition_type, field_manager, reason};
 
-use crate::decide::{self, Inputs, Recommendation};
+use crate::decide::{self, Inputs, PoolPods, Recommendation};
+use crate::fit;
+use crate::node::{self, NodeView};
 use crate::pod::{self, PodView};
 
 /// Controller name in metrics and logs.
@@ -31,6 +34,9 @@ pub const CONTROLLER: &str = "autoscaler";
 
 /// `PodsFit=False`: a pod asks more of one resource than a node of the pool offers.
 const POD_TOO_LARGE: &str = "PodTooLarge";
+/// `PodsFit=False`: a pod names the pool, but its node selector, required node affinity or
+/// tolerations rule the pool's nodes out.
+const POD_DOES_NOT_MATCH: &str = "PodDoesNotMatch";
 
 /// Behaviour knobs (from flags).
 #[derive(Clone, Debug)]
@@ -58,7 +64,9 @@ pub struct Context {
     pub autoscalers_by_pool: Index<Autoscaler>,
     pub pools: Store<NodePool>,
     pub pods: Store<PodView>,
-    pub pods_by_pool: Index<PodView>,
+    pub pods_by_place: Index<PodView>,
+    pub nodes: Store<NodeView>,
+    pub nodes_by_pool: Index<NodeView>,
     pub settings: Settings,
     pub metrics: Arc<ReconcileMetrics>,
     memory: Mutex<HashMap<String, Memory>>,
@@ -105,9 +113,14 @@ pub struct Watches {
     pub pool_watch: Fanout<NodePool>,
     /// Pods that are not finished, narrowed to what demand is made of.
     pub pods: Store<PodView>,
-    /// Those pods by the pool they ask for.
-    pub pods_by_pool: Index<PodView>,
+    /// Those pods by where they are: see [`place`].
+    pub pods_by_place: Index<PodView>,
     pub pod_watch: Fanout<PodView>,
+    /// The pools' nodes (those with the pool label), narrowed to labels, taints, readiness.
+    pub nodes: Store<NodeView>,
+    /// Those nodes by pool.
+    pub nodes_by_pool: Index<NodeView>,
+    pub node_watch: Fanout<NodeView>,
     /// The process's one event recorder: the watches report unreadable objects with it,
     /// the controller its decisions.
     pub recorder: Recorder,
@@ -118,8 +131,10 @@ pub fn watches(client: &Client) -> Watches {
     let (autoscalers, a_writer) = reflector::store();
     let (pools, p_writer) = reflector::store();
     let (pods, pod_writer) = reflector::store();
+    let (nodes, node_writer) = reflector::store();
     let autoscalers_by_pool = Index::new(|a: &Autoscaler| Some(a.spec.node_pool_ref.name.clone()));
-    let pods_by_pool = Index::new(|p: &PodView| decide::target_pool(p).map(str::to_owned));
+    let pods_by_place = Index::new(place);
+    let nodes_by_pool = Index::new(|n: &NodeView| n.pool().map(str::to_owned));
     Watches {
         autoscaler_watch: Fanout::new(
             "Autoscaler",
@@ -167,12 +182,28 @@ pub fn watches(client: &Client) -> Watches {
                 .default_backoff()
                 .modify(pod::trim)
                 .reflect(pod_writer),
-                vec![pods_by_pool.clone()],
+                vec![pods_by_place.clone()],
             ),
             pods.clone(),
         ),
         pods,
-        pods_by_pool,
+        pods_by_place,
+        node_watch: Fanout::new(
+            "Node",
+            feed_indexes(
+                watcher(
+                    Api::<NodeView>::all(client.clone()),
+                    watcher::Config::default().labels(shared_crd::POOL_LABEL),
+                )
+                .default_backoff()
+                .modify(node::trim)
+                .reflect(node_writer),
+                vec![nodes_by_pool.clone()],
+            ),
+            nodes.clone(),
+        ),
+        nodes,
+        nodes_by_pool,
         recorder,
     }
 }
@@ -182,7 +213,26 @@ pub struct Events {
     pub autoscalers: Subscriptions<Autoscaler>,
     pub pools: Subscriptions<NodePool>,
     pub pods: Subscriptions<PodView>,
+    pub nodes: Subscriptions<NodeView>,
 }
+
+/// Index key of a pod: where it is, as far as a pool's demand goes.
+/// - `node/<name>`: bound to a node (usage of that node's pool);
+/// - `pool/<name>`: not bound, and names a pool (its label in the node selector or a
+///   required node affinity term);
+/// - `unschedulable`: not bound, names no pool, and the scheduler found no node for it;
+/// - none: not bound and not seen by the scheduler yet.
+fn place(p: &PodView) -> Option<String> {
+    if let Some(node) = &p.spec.node_name {
+        return Some(format!("node/{node}"));
+    }
+    if let Some(pool) = decide::target_pool(p) {
+        return Some(format!("pool/{pool}"));
+    }
+    p.is_unschedulable().then(|| UNSCHEDULABLE.to_owned())
+}
+
+const UNSCHEDULABLE: &str = "unschedulable";
 
 /// What of an Autoscaler a decision reads: its spec, and the pool's readiness that the
 /// other operator reports in its status. Status the autoscaler writes itself is left out.
@@ -209,14 +259,28 @@ fn pool_inputs(p: &NodePool) -> u64 {
     ))
 }
 
-/// What of a Pod a decision reads: the pool it wants, its requests, whether it is active.
+/// What of a Pod a decision reads: where it is, the scheduler's verdict, its requests,
+/// whether it is active. (Selector, affinity and tolerations do not change on a pod.)
 fn pod_inputs(p: &PodView) -> u64 {
     let d = decide::pod_demand(p);
     hash_of(&(
-        decide::target_pool(p),
+        place(p),
+        p.is_unschedulable(),
         d.cpu.to_bits(),
         d.memory.to_bits(),
         decide::is_active(p),
+    ))
+}
+
+/// What of a Node a decision reads: its pool, labels and taints (the pool's shape), its
+/// readiness and deletion (the order nodes are removed in). Status is written only on
+/// change (heartbeats go to Leases), so this passes few events.
+fn node_inputs(n: &NodeView) -> u64 {
+    hash_of(&(
+        &n.metadata.labels,
+        serde_json::to_string(&n.spec.taints).unwrap_or_default(),
+        n.is_ready(),
+        n.metadata.deletion_timestamp.is_some(),
     ))
 }
 
@@ -233,15 +297,18 @@ pub async fn run(ctx: Arc<Context>, events: Events) {
     );
     let pools = changed_or_deleted(events.pools.subscribe(), pool_inputs, skip("NodePool"));
     let pods = changed_or_deleted(events.pods.subscribe(), pod_inputs, skip("Pod"));
-    let (by_pool, by_pod) = (
-        ctx.autoscalers_by_pool.clone(),
-        ctx.autoscalers_by_pool.clone(),
-    );
+    let nodes = changed_or_deleted(events.nodes.subscribe(), node_inputs, skip("Node"));
+    let by_pool = ctx.autoscalers_by_pool.clone();
+    let (for_pod, by_node) = (ctx.clone(), ctx.autoscalers_by_pool.clone());
     let results = Controller::for_stream(own, ctx.autoscalers.clone())
         .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
         .watches_stream(pools, move |pool: NodePool| by_pool.get(&pool.name_any()))
-        .watches_stream(pods, move |pod: PodView| match decide::target_pool(&pod) {
-            Some(pool) => by_pod.get(pool),
+        .watches_stream(pods, move |pod: PodView| match for_pod.pool_of(&pod) {
+            Some(pool) => for_pod.autoscalers_by_pool.get(&pool),
+            None => Vec::new(),
+        })
+        .watches_stream(nodes, move |node: NodeView| match node.pool() {
+            Some(pool) => by_node.get(pool),
             None => Vec::new(),
         })
         .shutdown_on_signal()
@@ -265,7 +332,9 @@ impl Context {
             autoscalers_by_pool: watches.autoscalers_by_pool.clone(),
             pools: watches.pools.clone(),
             pods: watches.pods.clone(),
-            pods_by_pool: watches.pods_by_pool.clone(),
+            pods_by_place: watches.pods_by_place.clone(),
+            nodes: watches.nodes.clone(),
+            nodes_by_pool: watches.nodes_by_pool.clone(),
             settings,
             metrics,
             memory: Mutex::default(),
@@ -366,11 +435,38 @@ async fn reconcile_autoscaler(a: &Autoscaler, ctx: &Context) -> Result<Action, E
             return blocked(a, ctx, why, Action::await_change()).await;
         }
     };
-    let pods = ctx.pods_by_pool.objects(&pool_name, &ctx.pods);
-    // Pods no node of the pool can hold are no demand (no number of nodes helps): they
-    // are named instead.
-    let decide::PoolDemand { demand, unfit } =
-        decide::pool_demand(&pool_name, pods.iter().map(|p| p.as_ref()), capacity);
+    // The pool's nodes with the pods bound to them, the pods waiting for it, and the shape
+    // of its nodes (read off one of them, or its template), all from the caches.
+    let nodes = ctx.nodes_by_pool.objects(&pool_name, &ctx.nodes);
+    let bound: Vec<Vec<Arc<PodView>>> = nodes
+        .iter()
+        .map(|n| {
+            ctx.pods_by_place
+                .objects(&format!("node/{}", n.name_any()), &ctx.pods)
+        })
+        .collect();
+    let named = ctx
+        .pods_by_place
+        .objects(&format!("pool/{pool_name}"), &ctx.pods);
+    let others: Vec<Arc<PodView>> = ctx
+        .pods_by_place
+        .objects(UNSCHEDULABLE, &ctx.pods)
+        .into_iter()
+        .filter(|p| ctx.home_pool(p).as_deref() == Some(pool_name.as_str()))
+        .collect();
+    let pool_pods = PoolPods {
+        nodes: nodes
+            .iter()
+            .zip(&bound)
+            .map(|(n, pods)| (n.as_ref(), pods.iter().map(AsRef::as_ref).collect()))
+            .collect(),
+        named: named.iter().map(AsRef::as_ref).collect(),
+        others: others.iter().map(AsRef::as_ref).collect(),
+    };
+    let shape = fit::shape(&pool, nodes.first().map(AsRef::as_ref));
+    // Pods no node of the pool can run are no demand (no number of nodes helps): they are
+    // named instead.
+    let demand = decide::pool_demand(&pool_pods, &shape, capacity);
     let at_quota = a
         .status
         .as_ref()
@@ -383,7 +479,7 @@ async fn reconcile_autoscaler(a: &Autoscaler, ctx: &Context) -> Result<Action, E
     let history = ctx.history(&uid, a, current, now);
     let decision = decide::decide(&Inputs {
         spec: &a.spec,
-        demand,
+        demand: &demand,
         capacity,
         current,
         existing: pool.status.as_ref().map_or(current, |s| s.replicas),
@@ -466,33 +562,7 @@ async fn reconcile_autoscaler(a: &Autoscaler, ctx: &Context) -> Result<Action, E
                 "desired size within bounds".to_owned(),
             ),
         },
-        if unfit.is_empty() {
-            own(
-                condition_type::PODS_FIT,
-                ConditionStatus::True,
-                "AllFit",
-                format!("every pod that wants NodePool {pool_name} fits on one of its nodes"),
-            )
-        } else {
-            let shown_pods: Vec<&str> = unfit.iter().take(5).map(String::as_str).collect();
-            let more = unfit.len().saturating_sub(shown_pods.len());
-            own(
-                condition_type::PODS_FIT,
-                ConditionStatus::False,
-                POD_TOO_LARGE,
-                format!(
-                    "{} pod(s) want more than a node of NodePool {pool_name} offers and are \
-                     left out of the demand: {}{}",
-                    unfit.len(),
-                    shown_pods.join(", "),
-                    if more > 0 {
-                        format!(" and {more} more")
-                    } else {
-                        String::new()
-                    }
-                ),
-            )
-        },
+        pods_fit_condition(&demand.unfit, &pool_name, own),
     ];
     let status = OwnStatus {
         desired_replicas: Some(decision.desired),
@@ -517,10 +587,10 @@ async fn reconcile_autoscaler(a: &Autoscaler, ctx: &Context) -> Result<Action, E
         .await;
     }
     if written
-        && !unfit.is_empty()
-        && shown(a, condition_type::PODS_FIT)
-            != Some((ConditionStatus::False, POD_TOO_LARGE.to_owned()))
+        && let Some(reason) = unfit_reason(&demand.unfit)
+        && shown(a, condition_type::PODS_FIT) != Some((ConditionStatus::False, reason.to_owned()))
     {
+        let unfit = &demand.unfit;
         let note = format!(
             "no node of NodePool {pool_name} can run {}: {}",
             if unfit.len() == 1 {
@@ -528,10 +598,13 @@ async fn reconcile_autoscaler(a: &Autoscaler, ctx: &Context) -> Result<Action, E
             } else {
                 "these pods"
             },
-            unfit.join(", ")
+            unfit
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
-        ctx.publish(a, EventType::Warning, POD_TOO_LARGE, note)
-            .await;
+        ctx.publish(a, EventType::Warning, reason, note).await;
     }
     let requeue = decision
         .recheck_in_seconds
@@ -539,6 +612,99 @@ async fn reconcile_autoscaler(a: &Autoscaler, ctx: &Context) -> Result<Action, E
         .unwrap_or(ctx.settings.resync)
         .min(ctx.settings.resync);
     Ok(Action::requeue(requeue))
+}
+
+/// The reason of `PodsFit=False`, if a pod names the pool but cannot run on it:
+/// `PodTooLarge` when every such pod is too large for a node, else `PodDoesNotMatch`.
+fn unfit_reason(unfit: &[decide::Unfit]) -> Option<&'static str> {
+    if unfit.is_empty() {
+        None
+    } else if unfit.iter().all(|u| u.too_large) {
+        Some(POD_TOO_LARGE)
+    } else {
+        Some(POD_DOES_NOT_MATCH)
+    }
+}
+
+/// `PodsFit`: True, or False naming (up to five of) the pods that name the pool but cannot
+/// run on its nodes.
+fn pods_fit_condition(
+    unfit: &[decide::Unfit],
+    pool_name: &str,
+    own: impl Fn(&'static str, ConditionStatus, &str, String) -> Condition,
+) -> Condition {
+    let Some(reason) = unfit_reason(unfit) else {
+        return own(
+            condition_type::PODS_FIT,
+            ConditionStatus::True,
+            "AllFit",
+            format!("every pod that names NodePool {pool_name} can run on its nodes"),
+        );
+    };
+    let shown: Vec<String> = unfit.iter().take(5).map(ToString::to_string).collect();
+    let more = unfit.len().saturating_sub(shown.len());
+    own(
+        condition_type::PODS_FIT,
+        ConditionStatus::False,
+        reason,
+        format!(
+            "{} pod(s) name NodePool {pool_name} but no node of it can run them, and they are \
+             left out of the demand: {}{}",
+            unfit.len(),
+            shown.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        ),
+    )
+}
+
+impl Context {
+    /// The pool whose demand `pod` is: its node's pool when bound; the pool it names when
+    /// it names one; else, when the scheduler found no node for it, [`Context::home_pool`].
+    fn pool_of(&self, pod: &PodView) -> Option<String> {
+        if let Some(node) = &pod.spec.node_name {
+            return self
+                .nodes
+                .get(&ObjectRef::new(node))
+                .and_then(|n| n.pool().map(str::to_owned));
+        }
+        if let Some(pool) = decide::target_pool(pod) {
+            return Some(pool.to_owned());
+        }
+        if pod.is_unschedulable() {
+            return self.home_pool(pod);
+        }
+        None
+    }
+
+    /// The one pool an unschedulable pod that names no pool is demand of, so that two
+    /// Autoscalers never both scale up for it: the first pool by name that an Autoscaler
+    /// targets and whose nodes can run it. Each reconcile checks each such pod against the
+    /// pools: pods that name their pool are the fast path.
+    fn home_pool(&self, pod: &PodView) -> Option<String> {
+        let mut pools = self.pools.state();
+        pools.sort_by_key(|p| p.name_any());
+        pools
+            .iter()
+            .filter(|p| !self.autoscalers_by_pool.get(&p.name_any()).is_empty())
+            .find(|p| {
+                let Ok(capacity) = p.spec.template.capacity.values() else {
+                    return false;
+                };
+                let node = self
+                    .nodes_by_pool
+                    .objects(&p.name_any(), &self.nodes)
+                    .into_iter()
+                    .next();
+                let shape = fit::shape(p, node.as_deref());
+                fit::mismatch(pod, &shape).is_none()
+                    && decide::fits_a_node(&decide::pod_demand(pod), capacity)
+            })
+            .map(|p| p.name_any())
+    }
 }
 
 impl Context {

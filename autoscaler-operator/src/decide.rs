@@ -1,10 +1,12 @@
 //! Pure decisions of the autoscaler: the demand of a pool's pods, the recommendation per
 //! resource, HPA-style stabilization windows and steps, clamping, and the limits (paused,
 //! pool at quota). No client here.
+use crate::fit::{self, NodeLoad, Placement, Shape};
+use crate::node::NodeView;
 use crate::pod::PodView;
 use shared_crd::{AutoscalerSpec, POOL_LABEL};
 
-/// Sum of the requests of the pods that target a pool.
+/// Requests of one pod or a sum of them (or, in packing, the room left on a node).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Demand {
     /// CPU cores.
@@ -12,6 +14,14 @@ pub struct Demand {
     /// Bytes.
     pub memory: f64,
     pub pods: f64,
+}
+
+impl Demand {
+    pub fn add(&mut self, other: &Demand) {
+        self.cpu += other.cpu;
+        self.memory += other.memory;
+        self.pods += other.pods;
+    }
 }
 
 /// What one node offers (parsed from a pool's template with `NodeCapacity::values`).
@@ -90,41 +100,170 @@ fn too_large(d: &Demand, capacity: Capacity) -> Option<String> {
     None
 }
 
-/// What the active pods that want a pool ask of it.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct PoolDemand {
-    /// The sum over the pods that fit on one of its nodes.
-    pub demand: Demand,
-    /// The pods that fit on none (see [`too_large`]), as `namespace/name (why)`, sorted.
-    pub unfit: Vec<String>,
+/// Whether a pod asking `d` fits on an empty node of `capacity`.
+pub fn fits_a_node(d: &Demand, capacity: Capacity) -> bool {
+    too_large(d, capacity).is_none()
 }
 
-/// The demand of the active pods that want `pool`, each pod's requests read once.
-pub fn pool_demand<'a>(
-    pool: &str,
-    pods: impl IntoIterator<Item = &'a PodView>,
-    capacity: Capacity,
-) -> PoolDemand {
-    let mut total = PoolDemand::default();
-    for pod in pods
-        .into_iter()
-        .filter(|p| is_active(p) && target_pool(p) == Some(pool))
-    {
-        let d = pod_demand(pod);
-        match too_large(&d, capacity) {
-            None => {
-                total.demand.cpu += d.cpu;
-                total.demand.memory += d.memory;
-                total.demand.pods += d.pods;
-            }
-            Some(why) => {
-                let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
-                let name = pod.metadata.name.as_deref().unwrap_or_default();
-                total.unfit.push(format!("{ns}/{name} ({why})"));
-            }
+/// A pool's pods, as the caches hold them (the controller gathers them from its indexes).
+#[derive(Debug, Default)]
+pub struct PoolPods<'a> {
+    /// The pool's nodes, each with the pods bound to it.
+    pub nodes: Vec<(&'a NodeView, Vec<&'a PodView>)>,
+    /// Unbound pods that name the pool (its label in their node selector or affinity).
+    pub named: Vec<&'a PodView>,
+    /// Unschedulable pods that name no pool and go to this one (see the controller).
+    pub others: Vec<&'a PodView>,
+}
+
+/// What a pool's pods ask of it, from the scheduler's facts, as cluster-autoscaler and
+/// Karpenter read them: the pods bound to its nodes are its usage; the pods the scheduler
+/// marked unschedulable, that its nodes could run, are what it lacks. A pod that names the
+/// pool but is not marked yet is neither: the scheduler may still place it on a node that
+/// has room.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoolDemand {
+    /// The requests of the active pods bound to the pool's nodes.
+    pub usage: Demand,
+    /// The requests of the unschedulable pods the pool's nodes could run.
+    pub pending: Demand,
+    /// Pods that name the pool but that none of its nodes can run, sorted.
+    pub unfit: Vec<Unfit>,
+    /// The fewest nodes on which every one of those pods has a place (see
+    /// [`fit::nodes_to_hold`]).
+    pub placement: Placement,
+}
+
+impl Default for PoolDemand {
+    fn default() -> Self {
+        Self {
+            usage: Demand::default(),
+            pending: Demand::default(),
+            unfit: Vec::new(),
+            placement: Placement {
+                nodes: 0,
+                why: "no pod to place".into(),
+            },
         }
     }
+}
+
+impl PoolDemand {
+    /// Usage and pending demand together.
+    pub fn total(&self) -> Demand {
+        Demand {
+            cpu: self.usage.cpu + self.pending.cpu,
+            memory: self.usage.memory + self.pending.memory,
+            pods: self.usage.pods + self.pending.pods,
+        }
+    }
+
+    /// The facts a decision starts from: "2 unschedulable pods need 1.5 cores; 4 pods on
+    /// the pool use 4 cores".
+    pub fn summary(&self) -> String {
+        let mut facts = Vec::new();
+        if self.pending.pods > 0.0 {
+            facts.push(format!(
+                "{} unschedulable pods need {} cores",
+                self.pending.pods,
+                round(self.pending.cpu)
+            ));
+        }
+        facts.push(format!(
+            "{} pods on the pool use {} cores",
+            self.usage.pods,
+            round(self.usage.cpu)
+        ));
+        facts.join("; ")
+    }
+}
+
+/// A pod that names a pool none of whose nodes can run it: no number of nodes helps.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Unfit {
+    /// `namespace/name`.
+    pub pod: String,
+    pub why: String,
+    /// It asks more of one resource than a node offers (else its selector, affinity or
+    /// tolerations rule the pool's nodes out).
+    pub too_large: bool,
+}
+
+impl std::fmt::Display for Unfit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.pod, self.why)
+    }
+}
+
+/// Why a pod that names the pool cannot run on its nodes, if so: (why, too large).
+fn unfit_reason(
+    pod: &PodView,
+    d: &Demand,
+    shape: &Shape,
+    capacity: Capacity,
+) -> Option<(String, bool)> {
+    fit::mismatch(pod, shape)
+        .map(|why| (why, false))
+        .or_else(|| too_large(d, capacity).map(|why| (why, true)))
+}
+
+/// The demand of a pool's pods, each pod's requests read once.
+pub fn pool_demand(pods: &PoolPods, shape: &Shape, capacity: Capacity) -> PoolDemand {
+    let mut total = PoolDemand::default();
+    let mut loads = Vec::with_capacity(pods.nodes.len());
+    for (node, bound) in &pods.nodes {
+        let requests: Vec<Demand> = bound
+            .iter()
+            .filter(|p| is_active(p))
+            .map(|p| pod_demand(p))
+            .collect();
+        for d in &requests {
+            total.usage.add(d);
+        }
+        loads.push(NodeLoad {
+            name: node.metadata.name.clone().unwrap_or_default(),
+            ready: node.is_ready(),
+            created: node
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map_or(0, |t| t.0.as_second()),
+            deleting: node.metadata.deletion_timestamp.is_some(),
+            pods: requests,
+        });
+    }
+    let mut pending = Vec::new();
+    for pod in pods.named.iter().filter(|p| is_active(p)) {
+        let d = pod_demand(pod);
+        match unfit_reason(pod, &d, shape, capacity) {
+            Some((why, too_large)) => {
+                let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+                let name = pod.metadata.name.as_deref().unwrap_or_default();
+                total.unfit.push(Unfit {
+                    pod: format!("{ns}/{name}"),
+                    why,
+                    too_large,
+                });
+            }
+            None if pod.is_unschedulable() => pending.push(d),
+            None => {}
+        }
+    }
+    for pod in pods
+        .others
+        .iter()
+        .filter(|p| is_active(p) && p.is_unschedulable())
+    {
+        let d = pod_demand(pod);
+        if unfit_reason(pod, &d, shape, capacity).is_none() {
+            pending.push(d);
+        }
+    }
+    for d in &pending {
+        total.pending.add(d);
+    }
     total.unfit.sort();
+    total.placement = fit::nodes_to_hold(&loads, &pending, capacity);
     total
 }
 
@@ -199,7 +338,7 @@ pub struct Decision {
 /// Everything a decision depends on.
 pub struct Inputs<'a> {
     pub spec: &'a AutoscalerSpec,
-    pub demand: Demand,
+    pub demand: &'a PoolDemand,
     pub capacity: Capacity,
     /// The pool's current `spec.replicas` (the size asked for).
     pub current: i32,
@@ -218,9 +357,19 @@ pub struct Inputs<'a> {
 /// when the pool cannot get more nodes.
 pub fn decide(input: &Inputs) -> Decision {
     let spec = input.spec;
-    let (raw, why) = nodes_needed(input.demand, input.capacity, spec.target_utilization);
+    let (mut raw, mut why) = nodes_needed(
+        input.demand.total(),
+        input.capacity,
+        spec.target_utilization,
+    );
+    let placement = &input.demand.placement;
+    if placement.nodes > raw {
+        // The requests fit fewer nodes than the pods do, one by one.
+        raw = placement.nodes;
+        why += &format!("; but {} -> {raw} nodes", placement.why);
+    }
     let recommendation = raw.clamp(spec.min_replicas, spec.max_replicas);
-    let mut explanation = why;
+    let mut explanation = format!("{}; {why}", input.demand.summary());
     let mut limited = None;
     if recommendation != raw {
         explanation += &format!(
@@ -377,6 +526,14 @@ mod tests {
         }
     }
 
+    /// Demand of pods bound to the pool, which pack as well as the sum says.
+    fn used(usage: Demand) -> PoolDemand {
+        PoolDemand {
+            usage,
+            ..PoolDemand::default()
+        }
+    }
+
     fn run(
         spec: &AutoscalerSpec,
         demand: Demand,
@@ -386,7 +543,7 @@ mod tests {
     ) -> Decision {
         decide(&Inputs {
             spec,
-            demand,
+            demand: &used(demand),
             capacity: NODE,
             current,
             existing: current,
@@ -492,9 +649,10 @@ mod tests {
         );
         assert_eq!(run(&s, cpu(0.0), 5, &[], 0).desired, 4);
         // Asked for 4 while 5 nodes still exist: the next decision does not go lower.
+        let idle = used(cpu(0.0));
         let input = Inputs {
             spec: &s,
-            demand: cpu(0.0),
+            demand: &idle,
             capacity: NODE,
             current: 4,
             existing: 5,
@@ -504,8 +662,9 @@ mod tests {
         };
         assert_eq!(decide(&input).desired, 4);
         // Up: 1 node exists, 3 asked; +2 from what exists allows 3, not more.
+        let busy = used(cpu(16.0));
         let input = Inputs {
-            demand: cpu(16.0),
+            demand: &busy,
             current: 3,
             existing: 1,
             ..input
@@ -524,9 +683,10 @@ mod tests {
     #[test]
     fn at_quota_holds_the_request_instead_of_asking_for_more() {
         let s = spec(1, 10);
+        let (busy, idle) = (used(cpu(9.0)), used(cpu(1.0)));
         let input = Inputs {
             spec: &s,
-            demand: cpu(9.0),
+            demand: &busy,
             capacity: NODE,
             current: 3,
             existing: 3,
@@ -538,7 +698,7 @@ mod tests {
         assert_eq!((d.desired, d.limited.clone().unwrap().0), (3, "AtQuota"));
         // Scaling down is still allowed at quota.
         let input = Inputs {
-            demand: cpu(1.0),
+            demand: &idle,
             ..input
         };
         assert_eq!(decide(&input).desired, 1);
@@ -570,47 +730,179 @@ mod tests {
         assert_eq!(target_pool(&elsewhere), None);
     }
 
-    #[test]
-    fn a_pod_larger_than_a_node_is_no_demand_and_is_named() {
-        let pod = |name: &str, cpu: &str, memory: &str| -> PodView {
-            serde_json::from_value(json!({
-                "metadata": {"name": name, "namespace": "default"},
-                "spec": {"nodeSelector": {"nodepool.dev/pool": "a"}, "containers": [
-                    {"name": "c", "resources": {"requests": {"cpu": cpu, "memory": memory}}}]}}))
-            .unwrap()
-        };
-        let pods = [
-            pod("fits", "2", "8Gi"),
-            pod("wide", "3", "1Gi"),
-            pod("heavy", "1", "9Gi"),
-        ];
-        let a = pool_demand("a", &pods, NODE);
-        assert_eq!(a.demand.cpu, 2.0);
-        assert_eq!(
-            a.unfit,
-            [
-                "default/heavy (9Gi > 8Gi)",
-                "default/wide (3 cores > 2 cores)"
-            ]
-        );
-        assert!(pool_demand("other", &pods, NODE).unfit.is_empty());
+    fn view(v: serde_json::Value) -> PodView {
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// A pod in `default` that names pool `a`, tolerates its nodes, asks `cpu` and
+    /// `memory`, and that the scheduler marked unschedulable.
+    fn pending(name: &str, cpu: &str, memory: &str) -> PodView {
+        view(json!({
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"nodeSelector": {"nodepool.dev/pool": "a"},
+                "tolerations": [{"key": "nodepool.dev/virtual", "operator": "Exists"}],
+                "containers": [{"name": "c", "resources": {"requests": {"cpu": cpu, "memory": memory}}}]},
+            "status": {"phase": "Pending", "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]}}))
+    }
+
+    fn pool_a() -> shared_crd::NodePool {
+        shared_crd::NodePool::new(
+            "a",
+            shared_crd::NodePoolSpec {
+                replicas: 1,
+                template: shared_crd::NodeTemplate::default(),
+            },
+        )
     }
 
     #[test]
-    fn demand_sums_requests_of_active_pods_only() {
-        let pod = |cpu: &str, phase: &str| -> PodView {
-            serde_json::from_value(json!({"spec": {"nodeSelector": {"nodepool.dev/pool": "a"}, "containers": [
-                {"name": "c", "resources": {"requests": {"cpu": cpu, "memory": "1Gi"}}},
-                {"name": "d", "resources": {"requests": {"cpu": "250m"}}}]}, "status": {"phase": phase}})).unwrap()
-        };
-        let pods = [
-            pod("500m", "Pending"),
-            pod("1", "Running"),
-            pod("4", "Succeeded"),
+    fn a_pod_no_node_of_the_pool_can_run_is_no_demand_and_is_named() {
+        let mut wrong_selector = pending("elsewhere", "1", "1Gi");
+        wrong_selector
+            .spec
+            .node_selector
+            .as_mut()
+            .unwrap()
+            .insert("disk".into(), "ssd".into());
+        let mut intolerant = pending("intolerant", "1", "1Gi");
+        intolerant.spec.tolerations.clear();
+        let named = [
+            pending("fits", "2", "8Gi"),
+            pending("wide", "3", "1Gi"),
+            pending("heavy", "1", "9Gi"),
+            wrong_selector,
+            intolerant,
         ];
-        let d = pool_demand("a", &pods, NODE).demand;
-        assert_eq!((d.cpu, d.memory / GI, d.pods), (2.0, 2.0, 2.0));
-        assert_eq!(pool_demand("other", &pods, NODE), PoolDemand::default());
+        let pool = pool_a();
+        let pods = PoolPods {
+            named: named.iter().collect(),
+            ..Default::default()
+        };
+        let a = pool_demand(&pods, &fit::shape(&pool, None), NODE);
+        assert_eq!(a.pending.cpu, 2.0);
+        let too_large: Vec<bool> = a.unfit.iter().map(|u| u.too_large).collect();
+        assert_eq!(too_large, [false, true, false, true]);
+        assert_eq!(
+            a.unfit.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "default/elsewhere (node selector disk=ssd does not match the pool's nodes)",
+                "default/heavy (9Gi > 8Gi)",
+                "default/intolerant (it does not tolerate the taint nodepool.dev/virtual=true:NoSchedule)",
+                "default/wide (3 cores > 2 cores)",
+            ]
+        );
+    }
+
+    #[test]
+    fn usage_is_what_is_bound_and_demand_what_the_scheduler_refused() {
+        let bound = |name: &str, cpu: &str, phase: &str| -> PodView {
+            view(
+                json!({"metadata": {"name": name}, "spec": {"nodeName": "a-1", "containers": [
+                {"name": "c", "resources": {"requests": {"cpu": cpu, "memory": "1Gi"}}},
+                {"name": "d", "resources": {"requests": {"cpu": "250m"}}}]}, "status": {"phase": phase}}),
+            )
+        };
+        let node: NodeView = serde_json::from_value(json!({
+            "metadata": {"name": "a-1", "labels": {"nodepool.dev/pool": "a"}},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}}))
+        .unwrap();
+        let on_node = [
+            bound("starting", "500m", "Pending"),
+            bound("running", "1", "Running"),
+            bound("done", "4", "Succeeded"),
+        ];
+        let mut unseen = pending("unseen", "1", "1Gi");
+        unseen.status.conditions.clear();
+        let named = [pending("refused", "1", "1Gi"), unseen];
+        let mut no_pool = pending("no-pool", "500m", "1Gi");
+        no_pool.spec.node_selector = None;
+        let others = [no_pool];
+        let pods = PoolPods {
+            nodes: vec![(&node, on_node.iter().collect())],
+            named: named.iter().collect(),
+            others: others.iter().collect(),
+        };
+        let pool = pool_a();
+        let d = pool_demand(&pods, &fit::shape(&pool, Some(&node)), NODE);
+        // Usage: the two active bound pods, sidecars included (0.5 + 0.25 and 1 + 0.25).
+        assert_eq!(
+            (d.usage.cpu, d.usage.memory / GI, d.usage.pods),
+            (2.0, 2.0, 2.0)
+        );
+        // Demand: the refused pod and the pool-less one; not the one the scheduler has not
+        // seen yet.
+        assert_eq!((d.pending.cpu, d.pending.pods), (1.5, 2.0));
+        assert_eq!(
+            d.summary(),
+            "2 unschedulable pods need 1.5 cores; 2 pods on the pool use 2 cores"
+        );
+        // The node is full (2 of 2 cores): the pending pods need a node of their own.
+        assert_eq!(d.placement.nodes, 2);
+        let spec = spec(1, 10);
+        let decision = decide(&Inputs {
+            spec: &spec,
+            demand: &d,
+            capacity: NODE,
+            current: 1,
+            existing: 1,
+            pool_at_quota: false,
+            history: &[],
+            now: 0,
+        });
+        assert_eq!(decision.desired, 3);
+        assert_eq!(
+            decision.explanation,
+            "2 unschedulable pods need 1.5 cores; 2 pods on the pool use 2 cores; \
+             cpu demand 3.5 cores / (2 cores x 80%) -> 3 nodes"
+        );
+    }
+
+    #[test]
+    fn pods_that_pack_worse_than_their_sum_hold_more_nodes() {
+        // Three pods of 1.2 cores bound to three nodes: 3.6 cores would fit two nodes at
+        // 100%, but no pod fits beside another.
+        let nodes: Vec<NodeView> = (1..=3)
+            .map(|i| {
+                serde_json::from_value(json!({
+                    "metadata": {"name": format!("a-{i}"), "labels": {"nodepool.dev/pool": "a"}},
+                    "status": {"conditions": [{"type": "Ready", "status": "True"}]}}))
+                .unwrap()
+            })
+            .collect();
+        let pods: Vec<PodView> = (1..=3)
+            .map(|i| {
+                view(json!({"metadata": {"name": format!("p{i}")}, "spec": {"nodeName": format!("a-{i}"),
+                    "containers": [{"name": "c", "resources": {"requests": {"cpu": "1200m"}}}]}}))
+            })
+            .collect();
+        let pool_pods = PoolPods {
+            nodes: nodes.iter().zip(&pods).map(|(n, p)| (n, vec![p])).collect(),
+            ..Default::default()
+        };
+        let pool = pool_a();
+        let d = pool_demand(&pool_pods, &fit::shape(&pool, None), NODE);
+        let mut full = spec(1, 10);
+        full.target_utilization = 100;
+        let decision = decide(&Inputs {
+            spec: &full,
+            demand: &d,
+            capacity: NODE,
+            current: 3,
+            existing: 3,
+            pool_at_quota: false,
+            history: &[],
+            now: 0,
+        });
+        assert_eq!(decision.desired, 3, "{}", decision.explanation);
+        assert!(
+            decision.explanation.ends_with(
+                "cpu demand 3.6 cores / (2 cores x 100%) -> 2 nodes; but the pods of the next \
+                 node to go would not fit on the other 2 -> 3 nodes"
+            ),
+            "{}",
+            decision.explanation
+        );
     }
 
     #[test]

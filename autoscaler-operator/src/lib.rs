@@ -4,6 +4,8 @@
 
 pub mod controller;
 pub mod decide;
+pub mod fit;
+pub mod node;
 pub mod pod;
 
 use std::sync::Arc;
@@ -41,20 +43,28 @@ pub async fn run_operator(
         autoscalers: watches.autoscaler_watch.subscriptions(),
         pools: watches.pool_watch.subscriptions(),
         pods: watches.pod_watch.subscriptions(),
+        nodes: watches.node_watch.subscriptions(),
     };
     let ctx = Context::new(client, writer, &watches, config.settings, reconciles);
     let controller::Watches {
         autoscaler_watch,
         pool_watch,
         pod_watch,
+        node_watch,
         ..
     } = watches;
     let caches_ready = {
-        let (a, p, pods) = (ctx.autoscalers.clone(), ctx.pools.clone(), ctx.pods.clone());
+        let (a, p, pods, nodes) = (
+            ctx.autoscalers.clone(),
+            ctx.pools.clone(),
+            ctx.pods.clone(),
+            ctx.nodes.clone(),
+        );
         async move {
             a.wait_until_ready().await.is_ok()
                 && p.wait_until_ready().await.is_ok()
                 && pods.wait_until_ready().await.is_ok()
+                && nodes.wait_until_ready().await.is_ok()
         }
     };
     // Every replica keeps its caches and is Ready once they are full; only the leader runs
@@ -66,7 +76,14 @@ pub async fn run_operator(
             controller::run(Arc::new(ctx), events).await;
         }
     };
-    let watches = async { tokio::join!(autoscaler_watch.run(), pool_watch.run(), pod_watch.run()) };
+    let watches = async {
+        tokio::join!(
+            autoscaler_watch.run(),
+            pool_watch.run(),
+            pod_watch.run(),
+            node_watch.run()
+        )
+    };
     tokio::select! {
         () = writer => {}
         _ = watches => {}

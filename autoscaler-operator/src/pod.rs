@@ -1,7 +1,9 @@
 //! The Pod as the autoscaler reads it.
 //!
-//! The autoscaler caches every unfinished pod of the cluster, and reads of each only the
-//! pool it asks for, its containers' requests, its phase and its deletion. `PodView` is a
+//! The autoscaler caches every unfinished pod of the cluster, and reads of each only what
+//! scheduling decides by and what demand is made of: the node it is bound to, the scheduler's
+//! verdict (`PodScheduled`), its node selector, required node affinity and tolerations, its
+//! containers' requests, its phase and its deletion. `PodView` is a
 //! `Pod` narrowed to those fields: the watch deserialises into it, so serde skips the rest
 //! of the JSON and nothing else is ever allocated or cached. A k8s-openapi `Pod`, even with
 //! every field but those emptied, is about 2 KB of struct per object (every optional field
@@ -14,7 +16,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::NodeSelector;
+use k8s_openapi::api::core::v1::{NodeSelector, Toleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
@@ -40,6 +42,11 @@ pub struct PodViewSpec {
     pub node_selector: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<AffinityView>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// The node the scheduler bound the pod to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
 }
 
 /// A container's requests; its name, image and everything else are not read.
@@ -77,6 +84,33 @@ pub struct NodeAffinityView {
 pub struct PodViewStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
+    /// Only `PodScheduled` is kept (see [`trim`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<PodConditionView>,
+}
+
+/// A pod condition without its times and message.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct PodConditionView {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl PodView {
+    /// The scheduler found no node for the pod: `PodScheduled=False`, reason
+    /// `Unschedulable`. Such a pod, unbound, is what cluster-autoscaler and Karpenter
+    /// provision for.
+    pub fn is_unschedulable(&self) -> bool {
+        self.spec.node_name.is_none()
+            && self.status.conditions.iter().any(|c| {
+                c.type_ == "PodScheduled"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("Unschedulable")
+            })
+    }
 }
 
 impl Resource for PodView {
@@ -104,8 +138,10 @@ impl Resource for PodView {
 }
 
 /// Drops the metadata no decision reads (labels, annotations, owners, managed fields):
-/// the watch cache keeps name, namespace, uid, resourceVersion and deletion.
+/// the watch cache keeps name, namespace, uid, resourceVersion and deletion. Of the
+/// conditions, only `PodScheduled` is kept.
 pub fn trim(pod: &mut PodView) {
+    pod.status.conditions.retain(|c| c.type_ == "PodScheduled");
     let meta = &mut pod.metadata;
     meta.managed_fields = None;
     meta.labels = None;
@@ -146,7 +182,11 @@ mod tests {
                 "volumes": [{"name": "data", "emptyDir": {}}],
                 "tolerations": [{"key": "k", "operator": "Exists"}]
             },
-            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False"}]}
+            "status": {"phase": "Pending", "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                 "message": "0/3 nodes are available: 3 Insufficient cpu.",
+                 "lastTransitionTime": "2026-11-24T12:00:00Z"},
+                {"type": "Initialized", "status": "True"}]}
         })
     }
 
@@ -173,6 +213,15 @@ mod tests {
             .unwrap();
         assert_eq!(required.node_selector_terms.len(), 1);
         assert_eq!(view.status.phase.as_deref(), Some("Pending"));
+        assert!(view.is_unschedulable());
+        assert_eq!(
+            view.status.conditions,
+            [PodConditionView {
+                type_: "PodScheduled".into(),
+                status: "False".into(),
+                reason: Some("Unschedulable".into()),
+            }]
+        );
         // Nothing else came along: the view serialises to exactly these fields.
         assert_eq!(
             serde_json::to_value(&view.spec).unwrap(),
@@ -182,9 +231,29 @@ mod tests {
                 "nodeSelector": {"nodepool.dev/pool": "a"},
                 "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
                     {"nodeSelectorTerms": [{"matchExpressions": [
-                        {"key": "nodepool.dev/pool", "operator": "In", "values": ["a"]}]}]}}}
+                        {"key": "nodepool.dev/pool", "operator": "In", "values": ["a"]}]}]}}},
+                "tolerations": [{"key": "k", "operator": "Exists"}]
             })
         );
+    }
+
+    #[test]
+    fn only_an_unbound_pod_the_scheduler_refused_is_unschedulable() {
+        let with = |node: Option<&str>, status: &str, reason: &str| {
+            let mut view: PodView = serde_json::from_value(full_pod()).unwrap();
+            view.spec.node_name = node.map(str::to_owned);
+            view.status.conditions[0].status = status.into();
+            view.status.conditions[0].reason = Some(reason.into());
+            view.is_unschedulable()
+        };
+        assert!(with(None, "False", "Unschedulable"));
+        assert!(!with(Some("n1"), "False", "Unschedulable"));
+        assert!(!with(None, "True", ""));
+        // Refused for another reason (a volume binding, a gate): no node would help.
+        assert!(!with(None, "False", "SchedulerError"));
+        let mut fresh: PodView = serde_json::from_value(full_pod()).unwrap();
+        fresh.status.conditions.clear();
+        assert!(!fresh.is_unschedulable(), "not seen by the scheduler yet");
     }
 
     #[test]

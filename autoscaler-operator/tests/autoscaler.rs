@@ -453,7 +453,7 @@ async fn a_deployment_of_9_gets_exactly_5_nodes_runs_there_and_shrinks_back() {
 }
 
 #[tokio::test]
-async fn a_pod_too_large_for_any_node_of_the_pool_is_reported_and_scales_nothing() {
+async fn a_pod_no_node_of_the_pool_can_run_is_reported_and_scales_nothing() {
     let client = setup().await;
     let pools: Api<NodePool> = Api::all(client.clone());
     let autoscalers: Api<Autoscaler> = Api::all(client.clone());
@@ -499,9 +499,193 @@ async fn a_pod_too_large_for_any_node_of_the_pool_is_reported_and_scales_nothing
     assert_eq!(a.status.unwrap_or_default().desired_replicas, Some(1));
     assert_eq!(pools.get(&pool).await.unwrap().spec.replicas, 1);
 
+    // A pod that names the pool but also a label its nodes lack: the scheduler leaves it
+    // Unschedulable, and no node of the pool would ever take it.
     pods.delete(&big, &DeleteParams::default()).await.unwrap();
+    let picky = format!("{pool}-picky");
+    let mut wants_ssd = fixtures::pod_wanting(&picky, &pool, "1", "1Gi");
+    let spec = wants_ssd.spec.as_mut().unwrap();
+    spec.node_selector
+        .get_or_insert_default()
+        .insert("disk".into(), "ssd".into());
+    pods.create(&PostParams::default(), &wants_ssd)
+        .await
+        .unwrap();
+    let c = eventually("PodsFit False, PodDoesNotMatch", CONVERGE, || async {
+        let a = autoscalers.get(&scaler).await.map_err(|e| e.to_string())?;
+        let conditions = a.status.unwrap_or_default().conditions;
+        find(&conditions, "PodsFit")
+            .filter(|c| c.reason == "PodDoesNotMatch")
+            .cloned()
+            .ok_or(format!("{conditions:?}"))
+    })
+    .await;
+    assert!(
+        c.message.contains(&format!(
+            "default/{picky} (node selector disk=ssd does not match the pool's nodes)"
+        )),
+        "{}",
+        c.message
+    );
+    let event = e2e::wait_for_event(client.clone(), "PodDoesNotMatch", &scaler, CONVERGE).await;
+    assert!(event.note.unwrap_or_default().contains(&picky));
+    let unschedulable = pods.get(&picky).await.unwrap();
+    assert!(
+        unschedulable.spec.unwrap().node_name.is_none(),
+        "the scheduler bound a pod no node can run"
+    );
+    let a = autoscalers.get(&scaler).await.unwrap();
+    assert_eq!(a.status.unwrap_or_default().desired_replicas, Some(1));
+    assert_eq!(pools.get(&pool).await.unwrap().spec.replicas, 1);
+
+    pods.delete(&picky, &DeleteParams::default()).await.unwrap();
     autoscalers
         .delete(&scaler, &DeleteParams::default())
+        .await
+        .unwrap();
+    pools.delete(&pool, &DeleteParams::default()).await.unwrap();
+}
+
+/// Three pods of 1.2 cores that name no pool, only a label of its template: the scheduler
+/// marks them Unschedulable, the autoscaler finds the pool whose nodes can run them, and
+/// asks for 3 nodes where the sum of requests (3.6 cores at 100%) would say 2, because no
+/// two of them fit on one node. Once they run, a decision after the scale-down window keeps
+/// 3: removing a node would leave its pod with nowhere to go (and the next decision would
+/// scale up again).
+#[tokio::test]
+async fn pods_that_fit_one_per_node_get_a_node_each_and_the_pool_does_not_flap() {
+    let client = setup().await;
+    let pools: Api<NodePool> = Api::all(client.clone());
+    let autoscalers: Api<Autoscaler> = Api::all(client.clone());
+    let nodes: Api<Node> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), "default");
+    let pool = unique_name("wide");
+    let workload = unique_name("workload");
+    let mut nodepool = fixtures::nodepool(&pool, 1);
+    nodepool
+        .spec
+        .template
+        .labels
+        .insert("workload".into(), workload.clone());
+    pools
+        .create(&PostParams::default(), &nodepool)
+        .await
+        .unwrap();
+    let mut scaler = fixtures::autoscaler(&unique_name("as"), &pool, 1, 6);
+    scaler.spec.target_utilization = 100;
+    scaler.spec.behavior.scale_down = ScalingRules {
+        stabilization_window_seconds: 2,
+        max_step: 6,
+    };
+    let scaler_name = scaler.name_any();
+    autoscalers
+        .create(&PostParams::default(), &scaler)
+        .await
+        .unwrap();
+    let name = unique_name("wide");
+    let mut deployment = fixtures::deployment(&name, &pool, 3, "1200m", "1Gi");
+    let pod_spec = deployment
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.spec.as_mut())
+        .unwrap();
+    pod_spec.node_selector = Some([("workload".to_owned(), workload.clone())].into());
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+
+    let selector = format!("app={name}");
+    eventually("3 pods Running on 3 nodes", CONVERGE, || async {
+        let list = pods
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| e.to_string())?;
+        let running = list
+            .items
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .count();
+        let ready = ready_nodes(&nodes, &pool).await;
+        (list.items.len() == 3 && running == 3 && ready == 3)
+            .then_some(())
+            .ok_or(format!(
+                "{} pods, {running} running, {ready} ready nodes",
+                list.items.len()
+            ))
+    })
+    .await;
+    let status = autoscalers
+        .get(&scaler_name)
+        .await
+        .unwrap()
+        .status
+        .unwrap_or_default();
+    let decision = status.last_decision.unwrap_or_default();
+    assert!(
+        decision.contains("cpu demand 3.6 cores / (2 cores x 100%) -> 2 nodes; but ")
+            && decision.ends_with("-> 3 nodes"),
+        "{decision}"
+    );
+
+    // Watch the pool's size from here on, then make the autoscaler decide again after its
+    // scale-down window: a spec change it must observe.
+    let sizes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let watch = {
+        let (pools, pool, sizes) = (pools.clone(), pool.clone(), sizes.clone());
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            let config =
+                kube::runtime::watcher::Config::default().fields(&format!("metadata.name={pool}"));
+            let mut events = std::pin::pin!(kube::runtime::watcher(pools, config));
+            while let Some(Ok(event)) = events.next().await {
+                if let kube::runtime::watcher::Event::Apply(p)
+                | kube::runtime::watcher::Event::InitApply(p) = event
+                {
+                    sizes.lock().unwrap().push(p.spec.replicas);
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await; // past the 2 s scale-down window
+    let patch = serde_json::json!({"spec": {"maxReplicas": 7}});
+    let changed = autoscalers
+        .patch(
+            &scaler_name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    let generation = changed.metadata.generation;
+    eventually("the change observed", CONVERGE, || async {
+        let a = autoscalers
+            .get(&scaler_name)
+            .await
+            .map_err(|e| e.to_string())?;
+        let observed = a.status.and_then(|s| s.observed_generation);
+        (observed == generation)
+            .then_some(())
+            .ok_or(format!("observed {observed:?}, generation {generation:?}"))
+    })
+    .await;
+    watch.abort();
+    let seen = sizes.lock().unwrap().clone();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter().all(|&r| r == 3),
+        "the pool's size moved: {seen:?}"
+    );
+    assert_eq!(pools.get(&pool).await.unwrap().spec.replicas, 3);
+
+    deployments
+        .delete(&name, &DeleteParams::background())
+        .await
+        .unwrap();
+    autoscalers
+        .delete(&scaler_name, &DeleteParams::default())
         .await
         .unwrap();
     pools.delete(&pool, &DeleteParams::default()).await.unwrap();

@@ -57,6 +57,15 @@ pub fn pod_wanting(
     .expect("a valid pod")
 }
 
+/// The status patch with which kube-scheduler marks a pod it found no node for
+/// (`PodScheduled=False`, reason `Unschedulable`): for control planes without a scheduler.
+pub fn unschedulable_status() -> serde_json::Value {
+    serde_json::json!({"status": {"conditions": [{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+        "message": "0/0 nodes are available (marked by the test, which plays the scheduler)",
+    }]}})
+}
+
 /// A pod in `default` bound to `node` (as the scheduler would bind it), labelled
 /// `app=<app>`, tolerating the virtual-node taint.
 pub fn pod_on(node: &str, name: &str, app: &str) -> k8s_openapi::api::core::v1::Pod {

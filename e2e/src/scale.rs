@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::Store;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use serde::Serialize;
@@ -184,13 +184,27 @@ pub async fn run(scenario: Scenario, strategy: &str, opts: &Options) -> Result<R
                         &PostParams::default(),
                         &fixtures::pod_wanting(&name, &pool, "1", "256Mi"),
                     )
+                    .await?;
+                    // The bare control plane has no scheduler: the bench writes its verdict,
+                    // which is what the autoscaler provisions for.
+                    api.patch_status(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Strategic(fixtures::unschedulable_status()),
+                    )
                     .await
                     .map(|_| ())
                 }
             })
             .await?;
             (
-                (before, vec![("POST pods".to_owned(), 3 * n as u64)]),
+                (
+                    before,
+                    vec![
+                        ("POST pods".to_owned(), 3 * n as u64),
+                        ("PATCH pods/status".to_owned(), 3 * n as u64),
+                    ],
+                ),
                 4 * n as u64,
                 format!(
                     "{n} pools x (1 spec write + 1 node create + 1 pool status write + 1 Autoscaler status write)"

@@ -212,12 +212,13 @@ async fn the_autoscaler_standby_takes_over_mid_scale_up_and_mid_scale_down() {
         .unwrap();
     converged(&pools, &nodes, &pool, 1).await;
 
-    // 4 pods of 1.2 cores: 3 nodes. The leader dies right after it has grown the pool.
+    // 4 pods of 1 core: 4 cores / (2 x 80%) = 3 nodes (they would pack on 2). The leader
+    // dies right after it has grown the pool.
     let demand: Vec<String> = (0..4).map(|i| format!("{pool}-pod-{i}")).collect();
     for name in &demand {
         pods.create(
             &PostParams::default(),
-            &fixtures::pod_wanting(name, &pool, "1200m", "1Gi"),
+            &fixtures::pod_wanting(name, &pool, "1", "1Gi"),
         )
         .await
         .unwrap();

@@ -243,12 +243,12 @@ async fn an_autoscaler_restarted_inside_its_scale_down_window_waits_it_out() {
         .create(&PostParams::default(), &scaler)
         .await
         .unwrap();
-    // 4 pods of 1.2 cores: 4.8 cores / (2 x 80%) = 3 nodes.
+    // 4 pods of 1 core: 4 cores / (2 x 80%) = 3 nodes (they would pack on 2).
     let demand: Vec<String> = (0..4).map(|i| format!("{pool}-pod-{i}")).collect();
     for name in &demand {
         pods.create(
             &PostParams::default(),
-            &fixtures::pod_wanting(name, &pool, "1200m", "1Gi"),
+            &fixtures::pod_wanting(name, &pool, "1", "1Gi"),
         )
         .await
         .unwrap();

@@ -1,6 +1,5 @@
 //! Pure decisions of the NodePool controller: validating the template, how many nodes
 //! to add, which nodes to remove, and the status to report. No client here.
-use std::cmp::Reverse;
 
 use k8s_openapi::api::core::v1::{Node, NodeCondition};
 
@@ -8,6 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use serde::Serialize;
 use shared_crd::condition::{self, Condition, ConditionStatus};
+use shared_crd::nodepool::removal_order;
 use shared_crd::{NodePool, NodeTemplate, condition_type, reason};
 
 /// Checks the template's quantities; the error says which field and why.
@@ -53,8 +53,8 @@ pub struct Growth {
     pub at_quota: bool,
 }
 
-/// The `count` nodes to remove: not Ready before Ready, then fewest pods, then newest
-/// (the one that has had the least time to become useful), then by name.
+/// The `count` nodes to remove, in [`removal_order`] (shared with the autoscaler, which
+/// checks that their pods fit on the nodes that stay before it shrinks a pool).
 pub fn nodes_to_remove<'a>(
     nodes: &[&'a Node],
     count: usize,
@@ -63,12 +63,7 @@ pub fn nodes_to_remove<'a>(
     let mut ranked: Vec<&Node> = nodes.to_vec();
     ranked.sort_by_cached_key(|n| {
         let created = n.creation_timestamp().map(|t| t.0.as_second()).unwrap_or(0);
-        (
-            is_ready(n),
-            pods_on(n),
-            Reverse(created),
-            Reverse(n.name_any()),
-        )
+        removal_order(is_ready(n), pods_on(n), created, &n.name_any())
     });
     ranked.truncate(count);
     ranked

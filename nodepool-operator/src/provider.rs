@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus, Taint};
+use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
-use shared_crd::{NodePool, POOL_LABEL, TERMINATION_FINALIZER, VIRTUAL_NODE_TAINT};
+use shared_crd::{NodePool, POOL_LABEL, TERMINATION_FINALIZER};
 
 /// `spec.providerID` prefix of the virtual provider's nodes.
 pub const VIRTUAL_PROVIDER_ID: &str = "virtual://";
@@ -98,19 +98,9 @@ impl VirtualProvider {
 /// owner reference to the pool. Ready at once when `ready`.
 pub fn node_for(pool: &NodePool, node_name: &str, taint_nodes: bool, ready: bool) -> Node {
     let template = &pool.spec.template;
-    let mut labels: BTreeMap<String, String> = template.labels.clone();
-    labels.insert(POOL_LABEL.into(), pool.name_any());
+    let mut labels = pool.node_labels();
     labels.insert("kubernetes.io/hostname".into(), node_name.into());
-    labels.insert("type".into(), "virtual".into());
-    let mut taints = template.taints.clone();
-    if taint_nodes && !taints.iter().any(|t| t.key == VIRTUAL_NODE_TAINT) {
-        taints.push(Taint {
-            key: VIRTUAL_NODE_TAINT.into(),
-            value: Some("true".into()),
-            effect: "NoSchedule".into(),
-            time_added: None,
-        });
-    }
+    let taints = pool.node_taints(taint_nodes);
     let resources = BTreeMap::from([
         ("cpu".to_owned(), template.capacity.cpu.clone()),
         ("memory".to_owned(), template.capacity.memory.clone()),

@@ -172,4 +172,59 @@ impl NodePool {
     pub fn node_selector(name: &str) -> String {
         format!("{}={}", crate::POOL_LABEL, name)
     }
+
+    /// The labels each node of this pool carries, `kubernetes.io/hostname` aside: the
+    /// template's, the pool label, and `type: virtual`. nodepool-operator puts them on the
+    /// nodes it makes; the autoscaler matches pending pods against them before the pool has
+    /// a node.
+    pub fn node_labels(&self) -> BTreeMap<String, String> {
+        let mut labels = self.spec.template.labels.clone();
+        labels.insert(
+            crate::POOL_LABEL.into(),
+            self.metadata.name.clone().unwrap_or_default(),
+        );
+        labels.insert("type".into(), "virtual".into());
+        labels
+    }
+
+    /// The taints each node of this pool carries: the template's, and the virtual-node
+    /// taint `nodepool.dev/virtual=true:NoSchedule` when `virtual_taint` (nodepool-operator's
+    /// `--taint-nodes`, on by default) and the template has none of that key.
+    pub fn node_taints(&self, virtual_taint: bool) -> Vec<Taint> {
+        let mut taints = self.spec.template.taints.clone();
+        if virtual_taint && !taints.iter().any(|t| t.key == crate::VIRTUAL_NODE_TAINT) {
+            taints.push(Taint {
+                key: crate::VIRTUAL_NODE_TAINT.into(),
+                value: Some("true".into()),
+                effect: "NoSchedule".into(),
+                time_added: None,
+            });
+        }
+        taints
+    }
+}
+
+/// The order in which a pool's surplus nodes are removed, first to last: not Ready before
+/// Ready, then fewest pods, then newest (the one that has had the least time to become
+/// useful), then by name. nodepool-operator removes nodes in this order; the autoscaler
+/// checks, before it shrinks a pool, that the pods of the nodes this order picks fit on the
+/// nodes that stay.
+pub fn removal_order(
+    ready: bool,
+    pods: usize,
+    created_seconds: i64,
+    name: &str,
+) -> (
+    bool,
+    usize,
+    std::cmp::Reverse<i64>,
+    std::cmp::Reverse<String>,
+) {
+    use std::cmp::Reverse;
+    (
+        ready,
+        pods,
+        Reverse(created_seconds),
+        Reverse(name.to_owned()),
+    )
 }
