@@ -51,6 +51,10 @@ test: assets fmt-check clippy charts-check ## fmt, clippy, unit and integration 
 crds: ## Regenerate deploy/crds and the charts' crds/ from the Rust types
 	$(CARGO) run -q -p shared-crd --bin crdgen -- deploy/crds charts/nodepool-operator/crds charts/autoscaler-operator/crds
 
+.PHONY: chart-docs
+chart-docs: ## Regenerate each chart's README.md (values table) from values.yaml and values.schema.json
+	$(CARGO) run -q -p e2e --bin chart-docs
+
 .PHONY: cluster-up
 cluster-up: assets ## Start a persistent local control plane; kubeconfig in .kube/config
 	$(CARGO) run -q -p e2e --bin local-cluster -- --kubeconfig $(LOCAL_KUBECONFIG) up
@@ -84,10 +88,12 @@ bench-scale: assets ## 1,000 pools, both operators, every strategy: requests vs 
 	target/release/scale-bench --bin-dir target/release --results results $(BENCH_SCALE_ARGS)
 
 .PHONY: images
-images: ## Build one container image per operator (needs a Docker engine)
-	for op in nodepool-operator autoscaler-operator; do \
-	  $(DOCKER) build --build-arg OPERATOR=$$op -t $(IMAGE_PREFIX)/$$op:$(IMAGE_TAG) . ; \
-	done
+images: ## Build one image per operator: FROM scratch, static binary (needs a Docker engine; IMAGE_BINARY=compile|prebuilt|auto)
+	IMAGE_PREFIX=$(IMAGE_PREFIX) IMAGE_TAG=$(IMAGE_TAG) hack/images.sh
+
+.PHONY: test-images
+test-images: assets ## Start a Docker engine if none runs, build both images, run them against the local control plane
+	$(CARGO) test -p e2e --test images -- --nocapture
 
 .PHONY: kind-up
 kind-up: ## Create the kind cluster $(KIND_CLUSTER) (needs kind and a Docker engine)

@@ -5,6 +5,8 @@
 pub mod control_plane;
 
 pub use control_plane::{Component, ControlPlane, Identity, Topology, shared, unique_name};
+pub mod chart_docs;
+pub mod docker;
 pub mod fixtures;
 pub mod process;
 pub mod proxy;
@@ -62,6 +64,32 @@ pub async fn wait_for_event(
         },
     )
     .await
+}
+
+/// The path of one of the repository's Helm charts.
+pub fn chart(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../charts")
+        .join(name)
+}
+
+/// Runs the cached helm against the cluster of `kubeconfig`; panics with its output if it
+/// fails.
+pub fn helm(kubeconfig: &std::path::Path, args: &[&str]) -> String {
+    let assets = control_plane::assets_dir().expect("control-plane assets");
+    let out = std::process::Command::new(assets.join("helm"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .expect("helm runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "helm {args:?}: {text}");
+    text
 }
 
 /// The debug builds of both operators, built first if this test runs on its own (`cargo

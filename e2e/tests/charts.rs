@@ -4,10 +4,9 @@
 //! here (no image), so the test asserts on the objects the charts create, not on
 //! `--wait`. Own binary: it removes the CRDs the harness installed, to see the chart
 //! install them.
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use e2e::{eventually, shared, unique_name};
+use e2e::{chart, eventually, helm, shared, unique_name};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -16,30 +15,6 @@ use kube::Api;
 
 const CRDS: [&str; 2] = ["nodepools.nodepool.dev", "autoscalers.nodepool.dev"];
 const CHARTS: [&str; 2] = ["nodepool-operator", "autoscaler-operator"];
-
-fn chart(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../charts")
-        .join(name)
-}
-
-/// Runs helm against the test control plane; panics with its output if it fails.
-fn helm(kubeconfig: &Path, args: &[&str]) -> String {
-    let assets = e2e::control_plane::assets_dir().unwrap();
-    let out = std::process::Command::new(assets.join("helm"))
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "helm {args:?}: {text}");
-    text
-}
 
 async fn deployment(client: &kube::Client, ns: &str, name: &str) -> Deployment {
     Api::<Deployment>::namespaced(client.clone(), ns)
@@ -222,15 +197,53 @@ async fn both_charts_install_upgrade_and_uninstall() {
             "replicas=3",
             "--set",
             "conflictStrategy=retry",
+            "--set",
+            "retry.steps=7",
+            "--set",
+            "maxNodes=12",
+            "--set",
+            "provider.virtualTaint=false",
+            "--set",
+            "podLabels.team=infra",
+            "--set",
+            "priorityClassName=system-cluster-critical",
         ],
     );
     let d = deployment(&client, &ns, "nodepool-operator-test-nodepool-operator").await;
     assert_eq!(d.spec.as_ref().unwrap().replicas, Some(3));
+    for flag in [
+        "--conflict-strategy=retry",
+        "--retry-steps=7",
+        "--max-nodes=12",
+        "--no-virtual-taint",
+    ] {
+        assert!(
+            args(&d).contains(&flag.to_owned()),
+            "{flag}: {:?}",
+            args(&d)
+        );
+    }
+    // Unset settings render no flag: the operator's own defaults apply.
     assert!(
-        args(&d).contains(&"--conflict-strategy=retry".to_owned()),
+        !args(&d).iter().any(|a| a.starts_with("--concurrency")),
         "{:?}",
         args(&d)
     );
+    let template = d.spec.as_ref().unwrap().template.clone();
+    let labels = template.metadata.unwrap().labels.unwrap_or_default();
+    assert_eq!(labels.get("team").map(String::as_str), Some("infra"));
+    let pod = template.spec.unwrap();
+    assert_eq!(
+        pod.priority_class_name.as_deref(),
+        Some("system-cluster-critical")
+    );
+    // The token is mounted into the operator pod, which uses it, and nowhere else.
+    assert_eq!(pod.automount_service_account_token, Some(true));
+    let account = Api::<ServiceAccount>::namespaced(client.clone(), &ns)
+        .get(pod.service_account_name.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(account.automount_service_account_token, Some(false));
     let history = helm(
         kubeconfig,
         &["history", "nodepool-operator-test", "-n", &ns],
@@ -289,12 +302,30 @@ fn a_wrong_value_fails_at_helm_time_not_at_run_time() {
                 .unwrap()
         };
         assert!(template("conflictStrategy=retry").status.success());
+        // The opt-in objects render when asked for.
+        let opt_in = template("serviceMonitor.enabled=true,networkPolicy.enabled=true");
+        let rendered = String::from_utf8_lossy(&opt_in.stdout);
+        assert!(
+            opt_in.status.success(),
+            "{}",
+            String::from_utf8_lossy(&opt_in.stderr)
+        );
+        assert!(rendered.contains("kind: ServiceMonitor"), "{name}");
+        assert!(rendered.contains("kind: NetworkPolicy"), "{name}");
+        let default = template("replicas=2");
+        let rendered = String::from_utf8_lossy(&default.stdout);
+        assert!(
+            !rendered.contains("kind: ServiceMonitor") && !rendered.contains("kind: NetworkPolicy")
+        );
         for (set, says) in [
             ("conflictStrategy=optimistic", "/conflictStrategy"),
             ("replicas=0", "/replicas"),
             ("logFormat=xml", "/logFormat"),
             ("extraArgs[0]=max-nodes=3", "/extraArgs/0"),
             ("leaderElection.leaseSecond=15", "leaseSecond"),
+            ("concurrency=0", "/concurrency"),
+            ("retry.steps=many", "/retry/steps"),
+            ("serviceMonitor.enabled=yes", "/serviceMonitor/enabled"),
         ] {
             let out = template(set);
             let stderr = String::from_utf8_lossy(&out.stderr);

@@ -12,3 +12,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "op.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}{{ default .Chart.Name .Values.serviceAccount.name }}{{- else -}}{{ default "default" .Values.serviceAccount.name }}{{- end -}}
 {{- end -}}
+{{- /* An operator flag from a value: rendered only when the value is set (not null). */}}
+{{- define "op.flag" -}}
+{{- $value := index . 1 -}}
+{{- if not (kindIs "invalid" $value) }}
+            - {{ index . 0 }}={{ $value }}
+{{- end -}}
+{{- end -}}
