@@ -173,20 +173,30 @@ pub async fn run(scenario: Scenario, strategy: &str, opts: &Options) -> Result<R
                 .iter()
                 .flat_map(|p| (0..3).map(move |i| format!("{p}-{i}")))
                 .collect();
+            let pool_of = |name: &str| {
+                name.rsplit_once('-')
+                    .map(|(p, _)| p.to_owned())
+                    .unwrap_or_default()
+            };
             create_all(&pod_names, opts.parallel, |name| {
                 let api = pods_api.clone();
+                let pool = pool_of(&name);
                 async move {
-                    let pool = name
-                        .rsplit_once('-')
-                        .map(|(p, _)| p.to_owned())
-                        .unwrap_or_default();
                     api.create(
                         &PostParams::default(),
                         &fixtures::pod_wanting(&name, &pool, "1", "256Mi"),
                     )
-                    .await?;
-                    // The bare control plane has no scheduler: the bench writes its verdict,
-                    // which is what the autoscaler provisions for.
+                    .await
+                    .map(|_| ())
+                }
+            })
+            .await?;
+            // The bare control plane has no scheduler: the bench writes its verdict, which
+            // is what the autoscaler provisions for, once every pod exists (a scheduler
+            // marks a pool's pods within milliseconds of each other).
+            create_all(&pod_names, opts.parallel, |name| {
+                let api = pods_api.clone();
+                async move {
                     api.patch_status(
                         &name,
                         &PatchParams::default(),

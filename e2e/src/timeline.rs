@@ -1,6 +1,7 @@
 //! The talk's cross-operator timeline, reproduced and measured: both operator binaries run
-//! as processes with one `--conflict-strategy`, a NodePool at 1 node gets pods that need 4,
-//! then loses them; a third writer touches the pool meanwhile, so writes from cached
+//! as processes with one `--conflict-strategy`, a NodePool at 1 node gets a Deployment whose
+//! pods need 4, then the Deployment is scaled to 0 (it needs the full control plane: the
+//! controller-manager makes the pods, the scheduler marks and binds them); a third writer touches the pool meanwhile, so writes from cached
 //! copies meet newer resourceVersions. Every change of the pool (from a watch), every 409
 //! the operators log, and their metrics are recorded.
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -38,7 +39,7 @@ pub struct Options {
     pub third_writers: usize,
     /// Where the operators' logs go.
     pub log_dir: PathBuf,
-    /// Pods of 1 cpu that want the pool (5 -> 4 nodes of 2 cpu at 80%).
+    /// Replicas of 1 cpu that want the pool (5 -> 4 nodes of 2 cpu at 80%).
     pub pods: usize,
     pub expect_up: i32,
     pub expect_down: i32,
@@ -105,12 +106,13 @@ pub struct Counters {
 #[derive(Clone, Debug, Serialize)]
 pub struct Run {
     pub strategy: String,
-    /// When the pods appeared and when they were deleted (seconds since the pool's creation).
+    /// When the Deployment was made and when it was scaled to 0 (seconds since the pool's
+    /// creation).
     pub demand_at: f64,
     pub demand_gone_at: f64,
-    /// Seconds from the pods' creation to `expect_up` Ready nodes.
+    /// Seconds from the Deployment's creation to `expect_up` Ready nodes.
     pub converge_up: Option<f64>,
-    /// Seconds from the pods' deletion to `expect_down` Ready nodes.
+    /// Seconds from the scale to 0 to `expect_down` Ready nodes.
     pub converge_down: Option<f64>,
     pub changes: Vec<PoolChange>,
     pub conflicts: Vec<Conflict>,
@@ -220,7 +222,7 @@ pub async fn run(cp: &ControlPlane, strategy: &str, opts: &Options) -> Result<Ru
     let client = cp.client().await?;
     let pools: Api<NodePool> = Api::all(client.clone());
     let autoscalers: Api<Autoscaler> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
     let name = unique_name(&format!("tl-{strategy}"));
 
     let nodepool = Operator::start("nodepool-operator", strategy, cp, opts).await?;
@@ -252,23 +254,21 @@ pub async fn run(cp: &ControlPlane, strategy: &str, opts: &Options) -> Result<Ru
         .map(|(i, every)| tokio::spawn(third_writer(pools.clone(), name.clone(), i, every)))
         .collect();
 
-    for i in 0..opts.pods {
-        pods.create(
-            &PostParams::default(),
-            &demand_pod(&format!("{name}-{i}"), &name),
-        )
+    // The demand as a user makes it: a Deployment, whose pods the scheduler marks
+    // Unschedulable until the pool has room, then binds to its nodes.
+    deployments
+        .create(&PostParams::default(), &demand(&name, opts.pods))
         .await?;
-    }
     let converge_up = wait_pool(&pools, &name, opts.expect_up, Duration::from_secs(120))
         .await
         .ok()
         .map(|_| up_start.elapsed().as_secs_f64());
     let demand_gone_at = t0.elapsed().as_secs_f64();
     let down_start = Instant::now();
-    for i in 0..opts.pods {
-        pods.delete(&format!("{name}-{i}"), &DeleteParams::default())
-            .await?;
-    }
+    let none = serde_json::json!({"spec": {"replicas": 0}});
+    deployments
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&none))
+        .await?;
     let converge_down = wait_pool(&pools, &name, opts.expect_down, Duration::from_secs(120))
         .await
         .ok()
@@ -295,6 +295,9 @@ pub async fn run(cp: &ControlPlane, strategy: &str, opts: &Options) -> Result<Ru
     }
     conflicts.sort_by(|a, b| a.t.total_cmp(&b.t));
 
+    deployments
+        .delete(&name, &DeleteParams::background())
+        .await?;
     autoscalers.delete(&name, &DeleteParams::default()).await?;
     pools.delete(&name, &DeleteParams::default()).await?;
     let changes = changes.lock().expect("not poisoned").clone();
@@ -313,8 +316,9 @@ pub async fn run(cp: &ControlPlane, strategy: &str, opts: &Options) -> Result<Ru
     })
 }
 
-fn demand_pod(name: &str, pool: &str) -> Pod {
-    fixtures::pod_wanting(name, pool, "1", "1Gi")
+/// `replicas` pods of 1 cpu that want `pool`.
+fn demand(pool: &str, replicas: usize) -> Deployment {
+    fixtures::deployment(pool, pool, replicas as i32, "1", "1Gi")
 }
 
 /// Waits until the pool asks for and has `n` Ready nodes.
