@@ -486,7 +486,7 @@ pub fn validate(spec: &AutoscalerSpec) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use serde_json::json;
@@ -512,13 +512,15 @@ mod tests {
         }
     }
 
-    const NODE: Capacity = Capacity {
+    /// A node of 2 cores, 8Gi and 110 pods (the template's default).
+    pub(crate) const NODE: Capacity = Capacity {
         cpu: 2.0,
         memory: 8.0 * GI,
         pods: 110.0,
     };
 
-    fn cpu(cores: f64) -> Demand {
+    /// One pod asking `cores`.
+    pub(crate) fn cpu(cores: f64) -> Demand {
         Demand {
             cpu: cores,
             memory: 0.0,

@@ -293,6 +293,7 @@ pub fn nodes_to_hold(nodes: &[NodeLoad], pending: &[Demand], capacity: Capacity)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decide::tests::{NODE, cpu};
     use serde_json::json;
 
     fn pod(spec: serde_json::Value) -> PodView {
@@ -453,20 +454,6 @@ mod tests {
         assert!(!t(json!({"key": "j", "operator": "Exists"})));
         assert!(t(json!({"operator": "Exists"})));
         assert!(!t(json!({"value": "v"})), "an empty key needs Exists");
-    }
-
-    const NODE: Capacity = Capacity {
-        cpu: 2.0,
-        memory: 8.0 * 1024.0 * 1024.0 * 1024.0,
-        pods: 110.0,
-    };
-
-    fn cpu(cores: f64) -> Demand {
-        Demand {
-            cpu: cores,
-            memory: 0.0,
-            pods: 1.0,
-        }
     }
 
     fn node(name: &str, created: i64, pods: &[f64]) -> NodeLoad {

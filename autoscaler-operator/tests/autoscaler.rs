@@ -20,6 +20,32 @@ async fn setup() -> Client {
     shared().client().await.unwrap()
 }
 
+/// An Autoscaler of `pool`, 1 to `max` nodes at 100% of a node, that moves up to `max`
+/// nodes at once and scales down after `window` seconds.
+fn at_full_use(pool: &str, max: i32, window: i32) -> Autoscaler {
+    let mut scaler = fixtures::autoscaler(&unique_name("as"), pool, 1, max);
+    scaler.spec.target_utilization = 100;
+    scaler.spec.behavior.scale_up.max_step = max;
+    scaler.spec.behavior.scale_down = ScalingRules {
+        stabilization_window_seconds: window,
+        max_step: max,
+    };
+    scaler
+}
+
+/// The pods of `selector` in `default`.
+async fn pods_of(pods: &Api<Pod>, selector: &str) -> Result<Vec<Pod>, String> {
+    let list = pods
+        .list(&kube::api::ListParams::default().labels(selector))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(list.items)
+}
+
+fn is_running(pod: &Pod) -> bool {
+    pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
 #[tokio::test]
 async fn the_pool_follows_the_demand_of_its_pods() {
     let client = setup().await;
@@ -335,13 +361,7 @@ async fn a_deployment_of_9_gets_exactly_5_nodes_runs_there_and_shrinks_back() {
         .create(&PostParams::default(), &fixtures::nodepool(&pool, 1))
         .await
         .unwrap();
-    let mut scaler = fixtures::autoscaler(&unique_name("as"), &pool, 1, 8);
-    scaler.spec.target_utilization = 100;
-    scaler.spec.behavior.scale_up.max_step = 8;
-    scaler.spec.behavior.scale_down = ScalingRules {
-        stabilization_window_seconds: 3,
-        max_step: 8,
-    };
+    let scaler = at_full_use(&pool, 8, 3);
     let scaler_name = scaler.name_any();
     autoscalers
         .create(&PostParams::default(), &scaler)
@@ -383,21 +403,16 @@ async fn a_deployment_of_9_gets_exactly_5_nodes_runs_there_and_shrinks_back() {
             .iter()
             .map(|n| n.name_any())
             .collect();
-        let list = pods
-            .list(&kube::api::ListParams::default().labels(&selector))
-            .await
-            .map_err(|e| e.to_string())?;
-        let running: Vec<Pod> = list
-            .items
+        let all = pods_of(&pods, &selector).await?;
+        let running: Vec<Pod> = all
             .iter()
             .filter(|p| {
                 let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
-                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
-                node.is_some_and(|n| pool_nodes.contains(&n)) && phase == Some("Running")
+                node.is_some_and(|n| pool_nodes.contains(&n)) && is_running(p)
             })
             .cloned()
             .collect();
-        Ok::<_, String>((list.items.len(), running, pool_nodes.len()))
+        Ok::<_, String>((all.len(), running, pool_nodes.len()))
     };
     let nine = eventually("9 pods Running on 5 nodes", CONVERGE, || async {
         let (all, running, pool_nodes) = running_on_pool().await?;
@@ -573,12 +588,7 @@ async fn pods_that_fit_one_per_node_get_a_node_each_and_the_pool_does_not_flap()
         .create(&PostParams::default(), &nodepool)
         .await
         .unwrap();
-    let mut scaler = fixtures::autoscaler(&unique_name("as"), &pool, 1, 6);
-    scaler.spec.target_utilization = 100;
-    scaler.spec.behavior.scale_down = ScalingRules {
-        stabilization_window_seconds: 2,
-        max_step: 6,
-    };
+    let scaler = at_full_use(&pool, 6, 2);
     let scaler_name = scaler.name_any();
     autoscalers
         .create(&PostParams::default(), &scaler)
@@ -599,21 +609,14 @@ async fn pods_that_fit_one_per_node_get_a_node_each_and_the_pool_does_not_flap()
 
     let selector = format!("app={name}");
     eventually("3 pods Running on 3 nodes", CONVERGE, || async {
-        let list = pods
-            .list(&kube::api::ListParams::default().labels(&selector))
-            .await
-            .map_err(|e| e.to_string())?;
-        let running = list
-            .items
-            .iter()
-            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            .count();
+        let all = pods_of(&pods, &selector).await?;
+        let running = all.iter().filter(|p| is_running(p)).count();
         let ready = ready_nodes(&nodes, &pool).await;
-        (list.items.len() == 3 && running == 3 && ready == 3)
+        (all.len() == 3 && running == 3 && ready == 3)
             .then_some(())
             .ok_or(format!(
                 "{} pods, {running} running, {ready} ready nodes",
-                list.items.len()
+                all.len()
             ))
     })
     .await;

@@ -141,6 +141,23 @@ pub async fn wait_until_ready(
     Ok(())
 }
 
+/// How many of a pool's nodes are Ready, as the API server has them.
+pub async fn ready_nodes(nodes: &kube::Api<k8s_openapi::api::core::v1::Node>, pool: &str) -> usize {
+    nodes
+        .list(&kube::api::ListParams::default().labels(&shared_crd::NodePool::node_selector(pool)))
+        .await
+        .expect("listing nodes")
+        .items
+        .iter()
+        .filter(|n| {
+            n.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .count()
+}
+
 /// A pool's nodes as the API server has them: (all, cordoned, terminating).
 pub async fn pool_node_counts(
     nodes: &kube::Api<k8s_openapi::api::core::v1::Node>,

@@ -330,14 +330,7 @@ async fn both_images_build_and_reconcile_as_their_charts_service_accounts() {
                 &format!("{want} Ready nodes"),
                 Duration::from_secs(90),
                 || async {
-                    let list = nodes
-                        .list(
-                            &kube::api::ListParams::default()
-                                .labels(&NodePool::node_selector(&pool)),
-                        )
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let ready = list.items.iter().filter(|n| is_ready(n)).count();
+                    let ready = e2e::ready_nodes(&nodes, &pool).await;
                     (ready == want)
                         .then_some(())
                         .ok_or(format!("{ready} ready"))
@@ -378,12 +371,7 @@ async fn both_images_build_and_reconcile_as_their_charts_service_accounts() {
         .unwrap();
     pools.delete(&pool, &DeleteParams::default()).await.unwrap();
     eventually("the pool's nodes gone", Duration::from_secs(60), || async {
-        let left = nodes
-            .list(&kube::api::ListParams::default().labels(&NodePool::node_selector(&pool)))
-            .await
-            .map_err(|e| e.to_string())?
-            .items
-            .len();
+        let (left, _, _) = e2e::pool_node_counts(&nodes, &pool).await;
         (left == 0).then_some(()).ok_or(format!("{left} left"))
     })
     .await;
@@ -398,13 +386,6 @@ async fn both_images_build_and_reconcile_as_their_charts_service_accounts() {
     }
     let _ = std::fs::remove_dir_all(&scratch);
     drop(engine);
-}
-
-fn is_ready(node: &Node) -> bool {
-    node.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 fn tempdir(name: &str) -> std::path::PathBuf {

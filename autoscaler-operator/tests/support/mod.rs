@@ -109,13 +109,4 @@ pub fn pod(name: &str, pool: &str, cpu: &str) -> k8s_openapi::api::core::v1::Pod
 }
 
 /// Ready nodes of `pool`, from the API server.
-pub async fn ready_nodes(nodes: &kube::Api<k8s_openapi::api::core::v1::Node>, pool: &str) -> usize {
-    nodes
-        .list(&kube::api::ListParams::default().labels(&format!("nodepool.dev/pool={pool}")))
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .filter(|n| nodepool_operator::decide::is_ready(n))
-        .count()
-}
+pub use e2e::ready_nodes;
