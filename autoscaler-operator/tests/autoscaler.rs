@@ -42,6 +42,24 @@ async fn pods_of(pods: &Api<Pod>, selector: &str) -> Result<Vec<Pod>, String> {
     Ok(list.items)
 }
 
+/// Waits until Autoscaler `name` shows condition `type_` with `reason`.
+async fn condition_with(
+    autoscalers: &Api<Autoscaler>,
+    name: &str,
+    type_: &str,
+    reason: &str,
+) -> shared_crd::Condition {
+    eventually(&format!("{name}: {type_} {reason}"), CONVERGE, || async {
+        let a = autoscalers.get(name).await.map_err(|e| e.to_string())?;
+        let conditions = a.status.unwrap_or_default().conditions;
+        find(&conditions, type_)
+            .filter(|c| c.reason == reason)
+            .cloned()
+            .ok_or(format!("{conditions:?}"))
+    })
+    .await
+}
+
 fn is_running(pod: &Pod) -> bool {
     pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
 }
@@ -177,15 +195,7 @@ async fn an_invalid_autoscaler_is_reported_and_writes_no_pool() {
         // A server with CEL rejects it outright: the schema did the operator's job.
         return;
     }
-    let condition = eventually("InvalidSpec", CONVERGE, || async {
-        let a = autoscalers.get(&name).await.map_err(|e| e.to_string())?;
-        let conditions = a.status.unwrap_or_default().conditions;
-        find(&conditions, "AbleToScale")
-            .filter(|c| c.reason == "InvalidSpec")
-            .cloned()
-            .ok_or(format!("{conditions:?}"))
-    })
-    .await;
+    let condition = condition_with(&autoscalers, &name, "AbleToScale", "InvalidSpec").await;
     assert_eq!(condition.status, ConditionStatus::False);
     assert!(
         condition
@@ -246,15 +256,7 @@ async fn an_invalid_autoscaler_is_reported_and_writes_no_pool() {
         expected.push((who, "PoolAlreadyTargeted", message));
     }
     for (who, reason, message) in expected {
-        let c = eventually(&format!("{who} {reason}"), CONVERGE, || async {
-            let a = autoscalers.get(&who).await.map_err(|e| e.to_string())?;
-            let conditions = a.status.unwrap_or_default().conditions;
-            find(&conditions, "AbleToScale")
-                .filter(|c| c.reason == reason)
-                .cloned()
-                .ok_or(format!("{conditions:?}"))
-        })
-        .await;
+        let c = condition_with(&autoscalers, &who, "AbleToScale", reason).await;
         assert!(c.message.contains(&message), "{who}: {}", c.message);
     }
     for who in claimants.into_iter().map(|c| c.1).chain([orphan]) {
@@ -491,16 +493,8 @@ async fn a_pod_no_node_of_the_pool_can_run_is_reported_and_scales_nothing() {
     pods.create(&PostParams::default(), &pod(&big, &pool, "3"))
         .await
         .unwrap();
-    let c = eventually("PodsFit False", CONVERGE, || async {
-        let a = autoscalers.get(&scaler).await.map_err(|e| e.to_string())?;
-        let conditions = a.status.unwrap_or_default().conditions;
-        find(&conditions, "PodsFit")
-            .filter(|c| c.status == ConditionStatus::False)
-            .cloned()
-            .ok_or(format!("{conditions:?}"))
-    })
-    .await;
-    assert_eq!(c.reason, "PodTooLarge");
+    let c = condition_with(&autoscalers, &scaler, "PodsFit", "PodTooLarge").await;
+    assert_eq!(c.status, ConditionStatus::False);
     assert!(
         c.message
             .contains(&format!("default/{big} (3 cores > 2 cores)")),
@@ -526,15 +520,8 @@ async fn a_pod_no_node_of_the_pool_can_run_is_reported_and_scales_nothing() {
     pods.create(&PostParams::default(), &wants_ssd)
         .await
         .unwrap();
-    let c = eventually("PodsFit False, PodDoesNotMatch", CONVERGE, || async {
-        let a = autoscalers.get(&scaler).await.map_err(|e| e.to_string())?;
-        let conditions = a.status.unwrap_or_default().conditions;
-        find(&conditions, "PodsFit")
-            .filter(|c| c.reason == "PodDoesNotMatch")
-            .cloned()
-            .ok_or(format!("{conditions:?}"))
-    })
-    .await;
+    let c = condition_with(&autoscalers, &scaler, "PodsFit", "PodDoesNotMatch").await;
+    assert_eq!(c.status, ConditionStatus::False);
     assert!(
         c.message.contains(&format!(
             "default/{picky} (node selector disk=ssd does not match the pool's nodes)"
