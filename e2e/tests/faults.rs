@@ -478,12 +478,18 @@ async fn put_back_crd(
         .unwrap();
 }
 
-/// Sets the pool's `capacity.cpu` (to a value of any JSON type, under a loose schema).
+/// Sets the pool's `capacity.cpu` (to a value of any JSON type, under a loose schema). A
+/// CRD update reaches the API server's handler for its kind a moment later: until then the
+/// old schema refuses the value (422), so the patch is tried again.
 async fn set_cpu(raw: &Api<kube::api::DynamicObject>, pool: &str, cpu: serde_json::Value) {
     let patch = serde_json::json!({"spec": {"template": {"capacity": {"cpu": cpu}}}});
-    raw.patch(pool, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+    eventually("the patch accepted", Duration::from_secs(30), || async {
+        raw.patch(pool, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await;
 }
 
 #[tokio::test]
