@@ -278,7 +278,11 @@ fn pod_inputs(p: &PodView) -> u64 {
 fn node_inputs(n: &NodeView) -> u64 {
     hash_of(&(
         &n.metadata.labels,
-        serde_json::to_string(&n.spec.taints).unwrap_or_default(),
+        n.spec
+            .taints
+            .iter()
+            .map(|t| (&t.key, &t.value, &t.effect))
+            .collect::<Vec<_>>(),
         n.is_ready(),
         n.metadata.deletion_timestamp.is_some(),
     ))
@@ -448,12 +452,12 @@ async fn reconcile_autoscaler(a: &Autoscaler, ctx: &Context) -> Result<Action, E
     let named = ctx
         .pods_by_place
         .objects(&format!("pool/{pool_name}"), &ctx.pods);
-    let others: Vec<Arc<PodView>> = ctx
-        .pods_by_place
-        .objects(UNSCHEDULABLE, &ctx.pods)
-        .into_iter()
-        .filter(|p| ctx.home_pool(p).as_deref() == Some(pool_name.as_str()))
-        .collect();
+    let mut others = ctx.pods_by_place.objects(UNSCHEDULABLE, &ctx.pods);
+    if !others.is_empty() {
+        // The targeted pools' shapes, read once for all such pods.
+        let homes = ctx.homes();
+        others.retain(|p| homes.of(p) == Some(pool_name.as_str()));
+    }
     let pool_pods = PoolPods {
         nodes: nodes
             .iter()
@@ -663,7 +667,7 @@ fn pods_fit_condition(
 
 impl Context {
     /// The pool whose demand `pod` is: its node's pool when bound; the pool it names when
-    /// it names one; else, when the scheduler found no node for it, [`Context::home_pool`].
+    /// it names one; else, when the scheduler found no node for it, [`Homes`].
     fn pool_of(&self, pod: &PodView) -> Option<String> {
         if let Some(node) = &pod.spec.node_name {
             return self
@@ -675,35 +679,49 @@ impl Context {
             return Some(pool.to_owned());
         }
         if pod.is_unschedulable() {
-            return self.home_pool(pod);
+            return self.homes().of(pod).map(str::to_owned);
         }
         None
     }
 
-    /// The one pool an unschedulable pod that names no pool is demand of, so that two
-    /// Autoscalers never both scale up for it: the first pool by name that an Autoscaler
-    /// targets and whose nodes can run it. Each reconcile checks each such pod against the
-    /// pools: pods that name their pool are the fast path.
-    fn home_pool(&self, pod: &PodView) -> Option<String> {
+    /// The pools an unschedulable pod that names no pool may be demand of: see [`Homes`].
+    fn homes(&self) -> Homes {
         let mut pools = self.pools.state();
         pools.sort_by_key(|p| p.name_any());
-        pools
+        let pools = pools
             .iter()
             .filter(|p| !self.autoscalers_by_pool.get(&p.name_any()).is_empty())
-            .find(|p| {
-                let Ok(capacity) = p.spec.template.capacity.values() else {
-                    return false;
-                };
+            .filter_map(|p| {
+                let capacity = p.spec.template.capacity.values().ok()?;
                 let node = self
                     .nodes_by_pool
                     .objects(&p.name_any(), &self.nodes)
                     .into_iter()
                     .next();
-                let shape = fit::shape(p, node.as_deref());
-                fit::mismatch(pod, &shape).is_none()
-                    && decide::fits_a_node(&decide::pod_demand(pod), capacity)
+                Some((p.name_any(), fit::shape(p, node.as_deref()), capacity))
             })
-            .map(|p| p.name_any())
+            .collect();
+        Homes { pools }
+    }
+}
+
+/// The pools an Autoscaler targets, by name, each with its nodes' shape and capacity. An
+/// unschedulable pod that names no pool is demand of one of them only, so that two
+/// Autoscalers never both scale up for it: the first whose nodes can run it. Each reconcile
+/// that has such pods reads the pools once: pods that name their pool are the fast path.
+struct Homes {
+    pools: Vec<(String, fit::Shape, decide::Capacity)>,
+}
+
+impl Homes {
+    fn of(&self, pod: &PodView) -> Option<&str> {
+        let demand = decide::pod_demand(pod);
+        self.pools
+            .iter()
+            .find(|(_, shape, capacity)| {
+                fit::mismatch(pod, shape).is_none() && decide::fits_a_node(&demand, *capacity)
+            })
+            .map(|(name, _, _)| name.as_str())
     }
 }
 
@@ -869,4 +887,60 @@ async fn write_status(
         .await
         .map(|o| o.is_written())
         .map_err(Error::StatusWriteFailed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pool(name: &str, tier: &str, cpu: &str) -> NodePool {
+        serde_json::from_value(json!({
+            "apiVersion": "nodepool.dev/v1alpha1", "kind": "NodePool",
+            "metadata": {"name": name},
+            "spec": {"replicas": 1, "template": {"labels": {"tier": tier},
+                "capacity": {"cpu": cpu, "memory": "8Gi", "pods": "110"}}}
+        }))
+        .unwrap()
+    }
+
+    fn homes(pools: &[NodePool]) -> Homes {
+        Homes {
+            pools: pools
+                .iter()
+                .map(|p| {
+                    let capacity = p.spec.template.capacity.values().unwrap();
+                    (p.name_any(), fit::shape(p, None), capacity)
+                })
+                .collect(),
+        }
+    }
+
+    fn pending(selector: serde_json::Value, cpu: &str) -> PodView {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {"nodeSelector": selector,
+                "tolerations": [{"key": "nodepool.dev/virtual", "operator": "Exists"}],
+                "containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_pod_that_names_no_pool_is_demand_of_the_first_pool_that_can_run_it() {
+        // In name order, as `Context::homes` lists them.
+        let homes = homes(&[
+            pool("a", "web", "2"),
+            pool("b", "web", "4"),
+            pool("c", "db", "2"),
+        ]);
+        assert_eq!(homes.of(&pending(json!({"tier": "web"}), "1")), Some("a"));
+        // Too large for a's nodes: b's take it.
+        assert_eq!(homes.of(&pending(json!({"tier": "web"}), "3")), Some("b"));
+        assert_eq!(homes.of(&pending(json!({"tier": "db"}), "1")), Some("c"));
+        assert_eq!(homes.of(&pending(json!({"tier": "gpu"}), "1")), None);
+        let mut intolerant = pending(json!({"tier": "web"}), "1");
+        intolerant.spec.tolerations.clear();
+        assert_eq!(homes.of(&intolerant), None);
+    }
 }

@@ -165,46 +165,23 @@ fn remove_dir(dir: &Path) {
     }
 }
 
-/// The docker client to use: `DOCKER` if set, else the first of `docker` and
-/// `/usr/bin/docker` that builds with BuildKit (buildx, or a client before 23 with it
-/// built in), else plain `docker`.
+/// The docker client `hack/images.sh` builds with (`DOCKER` if set, else one that builds
+/// with BuildKit): the script's `--print-client` says which, so the rule is written once.
 fn client() -> Result<PathBuf> {
-    if let Some(docker) = std::env::var_os("DOCKER") {
-        return Ok(PathBuf::from(docker));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hack/images.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg("--print-client")
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !out.status.success() {
+        bail!("{} found no docker client", script.display());
     }
-    let candidates = ["docker", "/usr/bin/docker"];
-    for candidate in candidates {
-        let Some(path) = which(candidate) else {
-            continue;
-        };
-        let buildx = Command::new(&path)
-            .args(["buildx", "version"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        let major = Command::new(&path)
-            .args(["version", "--format", "{{.Client.Version}}"])
-            .output()
-            .ok()
-            .and_then(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .split('.')
-                    .next()
-                    .and_then(|m| m.trim().parse::<u32>().ok())
-            });
-        if buildx || major.is_some_and(|m| m < 23) {
-            return Ok(path);
-        }
-    }
-    which("docker")
-        .or_else(|| which("/usr/bin/docker"))
-        .context("no docker client (install Debian's docker.io)")
+    Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
 }
 
 fn which(program: &str) -> Option<PathBuf> {
-    let path = Path::new(program);
-    if path.is_absolute() {
-        return path.exists().then(|| path.to_path_buf());
-    }
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|dir| dir.join(program))

@@ -141,6 +141,17 @@ pub async fn wait_until_ready(
     Ok(())
 }
 
+/// The status of a node's Ready condition (`True`, `False`, `Unknown`), if it has one.
+pub fn ready_status(node: &k8s_openapi::api::core::v1::Node) -> Option<&str> {
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status.as_str())
+}
+
 /// How many of a pool's nodes are Ready, as the API server has them.
 pub async fn ready_nodes(nodes: &kube::Api<k8s_openapi::api::core::v1::Node>, pool: &str) -> usize {
     nodes
@@ -149,12 +160,7 @@ pub async fn ready_nodes(nodes: &kube::Api<k8s_openapi::api::core::v1::Node>, po
         .expect("listing nodes")
         .items
         .iter()
-        .filter(|n| {
-            n.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        })
+        .filter(|n| ready_status(n) == Some("True"))
         .count()
 }
 

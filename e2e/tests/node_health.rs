@@ -13,16 +13,6 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use shared_crd::{NodePool, POOL_LABEL};
 
-fn ready(node: &Node) -> Option<String> {
-    node.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| c.status.clone())
-}
-
 #[tokio::test]
 async fn a_virtual_nodes_lease_keeps_it_ready_without_a_status_write() {
     let cp = shared();
@@ -59,7 +49,7 @@ async fn a_virtual_nodes_lease_keeps_it_ready_without_a_status_write() {
             .map_err(|e| e.to_string())?;
         list.items
             .into_iter()
-            .find(|n| ready(n).as_deref() == Some("True"))
+            .find(|n| e2e::ready_status(n) == Some("True"))
             .ok_or("not yet".to_owned())
     })
     .await;
@@ -97,7 +87,7 @@ async fn a_virtual_nodes_lease_keeps_it_ready_without_a_status_write() {
         Duration::from_secs(120),
         || async {
             let n = nodes.get(&silent).await.map_err(|e| e.to_string())?;
-            match ready(&n).as_deref() {
+            match e2e::ready_status(&n) {
                 Some("True") => Err("still Ready".to_owned()),
                 other => Ok(other.map(str::to_owned)),
             }
@@ -108,7 +98,12 @@ async fn a_virtual_nodes_lease_keeps_it_ready_without_a_status_write() {
     tokio::time::sleep(Duration::from_secs(120).saturating_sub(watched_from.elapsed())).await;
 
     let after = nodes.get(&name).await.unwrap();
-    assert_eq!(ready(&after).as_deref(), Some("True"), "{:?}", after.status);
+    assert_eq!(
+        e2e::ready_status(&after),
+        Some("True"),
+        "{:?}",
+        after.status
+    );
     let taints: Vec<String> = after
         .spec
         .clone()
