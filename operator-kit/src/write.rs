@@ -1,12 +1,22 @@
 //! How an operator writes to an object that another operator writes too.
 //!
 //! Three strategies, chosen by `--conflict-strategy`:
-//! - [`ConflictStrategy::Lazy`]: PUT the cached copy with its `resourceVersion`; a 409 goes
-//!   back to the controller, which requeues and runs the whole reconcile again.
+//! - [`ConflictStrategy::Lazy`]: PUT the change under the cached copy's `resourceVersion`;
+//!   a 409 goes back to the controller, which requeues and runs the whole reconcile again.
 //! - [`ConflictStrategy::Retry`]: client-go's `retry.RetryOnConflict`: on 409 re-read the
 //!   object from the API server, re-apply the same change, PUT again, with backoff.
 //! - [`ConflictStrategy::Apply`]: server-side apply with the operator's field manager,
 //!   sending only the fields it owns: no `resourceVersion`, so no optimistic-lock conflict.
+//!
+//! **A PUT is built from the object as the server holds it, never from the cache.** A PUT
+//! replaces the whole object, and a reflector cache may be trimmed to what reconciles
+//! read (no `managedFields`, no `kubectl.kubernetes.io/last-applied-configuration`, no
+//! conditions of another operator's): a PUT of the cached copy would delete all of that.
+//! So every PUT first GETs the object, makes the change on that copy, and sends it under
+//! the `resourceVersion` the decision was made from: the cached copy's on the first
+//! attempt (a stale cache still meets the 409 it deserves; that is the lesson of `lazy`),
+//! the fresh read's on a retry. The GET is what the PUT strategies cost beyond apply:
+//! one read per attempt, counted in the request metrics (`verb="get"`).
 //!
 //! Every strategy compares before writing: a change the object already has sends nothing.
 //! A change is one body, the fields the operator owns; the PUT strategies and the
@@ -257,19 +267,24 @@ impl Writer {
         );
         let result = match self.strategy {
             ConflictStrategy::Lazy => {
-                match self.put(api, &name, change.target, manager, &desired).await {
+                let precondition = cached.resource_version();
+                match self
+                    .put_change(api, &name, change, manager, precondition)
+                    .await
+                {
                     Ok(object) => Ok(WriteOutcome::Written {
                         object: Box::new(object),
                         attempts: 1,
                     }),
-                    Err(e) => {
+                    Err(PutError::Unchanged) => Ok(WriteOutcome::Unchanged),
+                    Err(PutError::Api(e)) => {
                         self.on_error(&resource, &name, &desired, 1, "requeue", &e);
                         Err(fail(1, e))
                     }
                 }
             }
             ConflictStrategy::Retry(backoff) => self
-                .retry_on_conflict(api, &name, change, manager, desired, backoff, &resource)
+                .retry_on_conflict(api, cached, change, manager, backoff, &resource)
                 .await
                 .map_err(|(attempts, e)| fail(attempts, e)),
             ConflictStrategy::Apply => {
@@ -332,63 +347,53 @@ impl Writer {
         );
     }
 
-    /// client-go's `RetryOnConflict`: the first attempt writes the cached copy; each 409
-    /// is followed by a backoff sleep, a fresh GET from the API server (not the cache) and
-    /// the same change on that copy. NotFound ends cleanly; any other error returns at
-    /// once; when the steps run out, the last 409 is returned.
-    #[allow(clippy::too_many_arguments)]
+    /// client-go's `RetryOnConflict`: the first attempt writes the change under the cached
+    /// copy's resourceVersion; each 409 is followed by a backoff sleep and the same change
+    /// on a fresh read from the API server (not the cache). NotFound ends cleanly; any
+    /// other error returns at once; when the steps run out, the last 409 is returned.
     async fn retry_on_conflict<K>(
         &self,
         api: &Api<K>,
-        name: &str,
+        cached: &K,
         change: &Change,
         manager: &str,
-        first: K,
         mut backoff: Backoff,
         resource: &str,
     ) -> Result<WriteOutcome<K>, (u32, kube::Error)>
     where
         K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
     {
+        let name = cached.name_any();
         let mut attempts = 0;
-        let mut desired = Some(first);
         let mut last_conflict = None;
         while backoff.steps > 0 {
-            let object = match desired.take() {
-                Some(object) => object,
-                None => {
-                    self.count_retry(resource);
-                    let fresh = match api.get(name).await {
-                        Ok(fresh) => fresh,
-                        Err(e) if classify(&e) == ErrorClass::NotFound => {
-                            return Ok(WriteOutcome::Gone);
-                        }
-                        Err(e) => return Err((attempts, e)),
-                    };
-                    match change.merged_into(&fresh) {
-                        Ok(Some(changed)) => changed,
-                        // Someone else made the same change meanwhile.
-                        Ok(None) => return Ok(WriteOutcome::Unchanged),
-                        Err(e) => return Err((attempts, kube::Error::SerdeError(e))),
-                    }
-                }
+            let precondition = if attempts == 0 {
+                cached.resource_version()
+            } else {
+                self.count_retry(resource);
+                None
             };
             attempts += 1;
-            match self.put(api, name, change.target, manager, &object).await {
+            match self
+                .put_change(api, &name, change, manager, precondition)
+                .await
+            {
                 Ok(object) => {
                     return Ok(WriteOutcome::Written {
                         object: Box::new(object),
                         attempts,
                     });
                 }
-                Err(e) => match classify(&e) {
+                Err(PutError::Unchanged) => return Ok(WriteOutcome::Unchanged),
+                Err(PutError::Api(e)) => match classify(&e) {
                     ErrorClass::Conflict => {
                         let next = if backoff.steps > 1 {
                             "reread_and_retry"
                         } else {
                             "give_up"
                         };
-                        self.on_error(resource, name, &object, attempts, next, &e);
+                        let sent = cached.resource_version().filter(|_| attempts == 1);
+                        self.log_conflict(resource, &name, sent.as_deref(), attempts, next, &e);
                         last_conflict = Some(e);
                     }
                     ErrorClass::NotFound => return Ok(WriteOutcome::Gone),
@@ -406,25 +411,43 @@ impl Writer {
         ))
     }
 
-    async fn put<K>(
+    /// One optimistic PUT of `change`: the object read whole from the API server (the
+    /// cache may be trimmed: see the module documentation), the change made on that copy,
+    /// sent under `precondition` (the resourceVersion the decision was made from) or, with
+    /// none, under the fresh read's own.
+    async fn put_change<K>(
         &self,
         api: &Api<K>,
         name: &str,
-        target: Target,
+        change: &Change,
         manager: &str,
-        object: &K,
-    ) -> kube::Result<K>
+        precondition: Option<String>,
+    ) -> Result<K, PutError>
     where
         K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
     {
+        let live = api.get(name).await?;
+        let changed = change.merged_into(&live).map_err(kube::Error::SerdeError)?;
+        let mut body = match (changed, &precondition) {
+            (Some(changed), _) => changed,
+            // The decision's copy is stale and the server has the change already: the PUT
+            // still goes, under the stale resourceVersion, and earns its 409.
+            (None, Some(_)) => live,
+            // Read fresh, and someone else made the same change meanwhile.
+            (None, None) => return Err(PutError::Unchanged),
+        };
+        if precondition.is_some() {
+            body.meta_mut().resource_version = precondition;
+        }
         let params = PostParams {
             dry_run: false,
             field_manager: Some(manager.to_owned()),
         };
-        match target {
-            Target::Main => api.replace(name, &params, object).await,
-            Target::Status => api.replace_status(name, &params, object).await,
-        }
+        let sent = match change.target {
+            Target::Main => api.replace(name, &params, &body).await,
+            Target::Status => api.replace_status(name, &params, &body).await,
+        };
+        Ok(sent?)
     }
 
     fn labels(&self, resource: &str) -> WriteLabels {
@@ -434,13 +457,29 @@ impl Writer {
         }
     }
 
-    /// Counts and logs a 409: which object, from which resourceVersion the write was
-    /// made, and what happens next (`requeue`, `reread_and_retry`, `give_up`).
+    /// Counts and logs a 409 of a write made from `sent` (the copy the write was built
+    /// from), with what happens next (`requeue`, `none`).
     fn on_error<K: Resource>(
         &self,
         resource: &str,
         name: &str,
         sent: &K,
+        attempt: u32,
+        next: &'static str,
+        e: &kube::Error,
+    ) {
+        let read = sent.meta().resource_version.as_deref();
+        self.log_conflict(resource, name, read, attempt, next, e);
+    }
+
+    /// Counts and logs a 409: which object, from which resourceVersion the write was
+    /// made (none: a fresh read's), and what happens next (`requeue`,
+    /// `reread_and_retry`, `give_up`).
+    fn log_conflict(
+        &self,
+        resource: &str,
+        name: &str,
+        read_resource_version: Option<&str>,
         attempt: u32,
         next: &'static str,
         e: &kube::Error,
@@ -456,7 +495,7 @@ impl Writer {
             name,
             strategy = self.strategy.name(),
             field_manager = %self.field_manager,
-            read_resource_version = sent.meta().resource_version.as_deref().unwrap_or(""),
+            read_resource_version = read_resource_version.unwrap_or(""),
             attempt,
             next,
             "write conflict"
@@ -479,6 +518,19 @@ impl Writer {
                 })
                 .inc();
         }
+    }
+}
+
+/// Why a PUT was not sent or failed.
+enum PutError {
+    /// A fresh read already has the change.
+    Unchanged,
+    Api(kube::Error),
+}
+
+impl From<kube::Error> for PutError {
+    fn from(e: kube::Error) -> Self {
+        PutError::Api(e)
     }
 }
 

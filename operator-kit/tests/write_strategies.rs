@@ -507,3 +507,89 @@ async fn a_cache_that_lags_the_writers_own_last_write_cannot_say_unchanged() {
         }
     }
 }
+
+/// A pool as `kubectl apply` leaves it (its three-way base in an annotation), with a
+/// label and an annotation of a user's and a condition of each of two managers in status.
+async fn applied_pool(pools: &Api<NodePool>, name: &str) {
+    let mut pool = fixtures::nodepool(name, 1);
+    pool.metadata.labels = Some([("team".to_owned(), "web".to_owned())].into());
+    pool.metadata.annotations = Some(
+        [
+            (LAST_APPLIED.to_owned(), r#"{"kind":"NodePool"}"#.to_owned()),
+            ("owner".to_owned(), "someone".to_owned()),
+        ]
+        .into(),
+    );
+    pools.create(&PostParams::default(), &pool).await.unwrap();
+    let status = json!({"status": {"replicas": 1, "conditions": [
+        {"type": "Ready", "status": "True", "reason": "NodesReady",
+         "lastTransitionTime": "2026-01-01T00:00:00Z"},
+        {"type": "Theirs", "status": "True", "reason": "Other",
+         "lastTransitionTime": "2026-01-01T00:00:00Z"},
+    ]}});
+    pools
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+}
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// The pool as the operators' reflectors cache it: no managedFields and no last-applied
+/// annotation (every cache), no conditions (the autoscaler's pool cache).
+async fn trimmed_copy(pools: &Api<NodePool>, name: &str) -> NodePool {
+    let mut cached = pools.get(name).await.unwrap();
+    operator_kit::watch::trim_metadata(&mut cached);
+    if let Some(status) = cached.status.as_mut() {
+        status.conditions.clear();
+    }
+    cached
+}
+
+#[tokio::test]
+async fn a_write_from_a_trimmed_cache_keeps_what_the_cache_left_out() {
+    let pools = pools().await;
+    for strategy in [
+        ConflictStrategy::Lazy,
+        ConflictStrategy::Retry(DEFAULT_BACKOFF),
+        ConflictStrategy::Apply,
+    ] {
+        let name = unique_name("trimmed");
+        applied_pool(&pools, &name).await;
+        let (writer, _) = writer(strategy);
+
+        let cached = trimmed_copy(&pools, &name).await;
+        let spec = writer.write(&pools, &cached, &replicas_change(3)).await;
+        assert!(spec.unwrap().is_written(), "{strategy:?}");
+        let cached = trimmed_copy(&pools, &name).await;
+        let status = Change::status(&json!({"replicas": 3}));
+        let status = writer.write(&pools, &cached, &status).await;
+        assert!(status.unwrap().is_written(), "{strategy:?}");
+
+        let live = pools.get(&name).await.unwrap();
+        assert_eq!(live.spec.replicas, 3, "{strategy:?}");
+        let annotations = live.annotations();
+        assert_eq!(
+            annotations.get(LAST_APPLIED).map(String::as_str),
+            Some(r#"{"kind":"NodePool"}"#),
+            "{strategy:?} dropped kubectl's three-way base: {annotations:?}"
+        );
+        assert_eq!(
+            annotations.get("owner").map(String::as_str),
+            Some("someone")
+        );
+        assert_eq!(
+            live.labels().get("team").map(String::as_str),
+            Some("web"),
+            "{strategy:?}"
+        );
+        let status = live.status.unwrap();
+        assert_eq!(status.replicas, 3, "{strategy:?}");
+        let types: Vec<&str> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(
+            types,
+            ["Ready", "Theirs"],
+            "{strategy:?} dropped conditions the cache did not hold"
+        );
+    }
+}
