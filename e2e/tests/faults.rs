@@ -14,6 +14,7 @@ use e2e::proxy::{Answer, ErrorProxy, upstream_of};
 use e2e::{Component, eventually, fixtures, shared, unique_name};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -437,21 +438,24 @@ async fn errors_from_the_api_server_are_backed_off_and_nothing_is_done_twice() {
     let _ = std::fs::remove_dir_all(&logs);
 }
 
-/// Replaces the NodePool CRD's schema of `spec.template.capacity` with `schema`, and
-/// returns the CRD as it was (to put back with [`put_back_crd`]).
-async fn loosen_capacity_schema(
+/// Replaces the schema of the property at `property` (a path under `spec`, such as
+/// `template/properties/capacity`) in the CRD `crd` with the looser `schema`, and returns
+/// the CRD as it was (to put back with [`put_back_crd`]).
+async fn loosen_schema(
     client: &Client,
-) -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    crd: &str,
+    property: &str,
+    schema: serde_json::Value,
+) -> CustomResourceDefinition {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let original = crds.get("nodepools.nodepool.dev").await.unwrap();
+    let original = crds.get(crd).await.unwrap();
     let patch = serde_json::json!([{
         "op": "replace",
-        "path": "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/template/properties/capacity",
-        "value": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+        "path": format!("/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/{property}"),
+        "value": schema,
     }]);
     crds.patch(
-        "nodepools.nodepool.dev",
+        crd,
         &PatchParams::default(),
         &Patch::Json::<()>(serde_json::from_value(patch).unwrap()),
     )
@@ -460,20 +464,12 @@ async fn loosen_capacity_schema(
     original
 }
 
-async fn put_back_crd(
-    client: &Client,
-    original: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-) {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+async fn put_back_crd(client: &Client, original: CustomResourceDefinition) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = original.name_any();
     let mut restored = original;
-    restored.metadata.resource_version = crds
-        .get("nodepools.nodepool.dev")
-        .await
-        .unwrap()
-        .metadata
-        .resource_version;
-    crds.replace("nodepools.nodepool.dev", &PostParams::default(), &restored)
+    restored.metadata.resource_version = crds.get(&name).await.unwrap().metadata.resource_version;
+    crds.replace(&name, &PostParams::default(), &restored)
         .await
         .unwrap();
 }
@@ -510,7 +506,13 @@ async fn an_object_the_operator_cannot_read_is_reported_and_stops_nothing() {
 
     // Under a looser schema (an older CRD, say), one pool turns unreadable and another
     // is made unreadable; then the CRD is tightened again, as an upgrade would.
-    let original = loosen_capacity_schema(&client).await;
+    let original = loosen_schema(
+        &client,
+        "nodepools.nodepool.dev",
+        "template/properties/capacity",
+        serde_json::json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+    )
+    .await;
     // Read and written untyped: this test's own NodePool type cannot read them either.
     let raw: Api<kube::api::DynamicObject> = Api::all_with(
         client.clone(),
@@ -576,6 +578,140 @@ async fn an_object_the_operator_cannot_read_is_reported_and_stops_nothing() {
         converged_gone(&client, name).await;
     }
     operator.kill().await;
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+/// Waits for the `InvalidObject` event `reporter` published about `regarding`.
+async fn invalid_object_event(client: &Client, reporter: &str, regarding: &str) -> String {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
+    eventually(
+        &format!("{reporter}'s InvalidObject event about {regarding}"),
+        CONVERGE,
+        || async {
+            let list = events
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            list.items
+                .into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some("InvalidObject")
+                        && e.reporting_controller.as_deref() == Some(reporter)
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(regarding)
+                })
+                .map(|e| e.note.unwrap_or_default())
+                .ok_or_else(|| "none yet".to_owned())
+        },
+    )
+    .await
+}
+
+/// Waits until nodepool-operator has told Autoscaler `name` that its pool can get nodes.
+async fn nodepool_ready(autoscalers: &Api<Autoscaler>, name: &str) {
+    eventually(&format!("NodePoolReady on {name}"), CONVERGE, || async {
+        let a = autoscalers.get(name).await.map_err(|e| e.to_string())?;
+        let conditions = a.status.map(|s| s.conditions).unwrap_or_default();
+        shared_crd::condition::find(&conditions, shared_crd::condition_type::NODEPOOL_READY)
+            .filter(|c| c.status == shared_crd::ConditionStatus::True)
+            .map(|_| ())
+            .ok_or(format!("{conditions:?}"))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_autoscaler_the_operators_cannot_read_blinds_neither_of_them() {
+    let _serial = SERIAL.lock().await;
+    let cp = shared();
+    let client = cp.client().await.unwrap();
+    let pools: Api<NodePool> = Api::all(client.clone());
+    let autoscalers: Api<Autoscaler> = Api::all(client.clone());
+    let logs = logs("unreadable-autoscaler");
+    let nodepool = nodepool_operator("nodepool-operator", cp.kubeconfig(), &logs).await;
+    let autoscaler = autoscaler_operator("autoscaler-operator", cp.kubeconfig(), &logs).await;
+
+    // Stored under a looser schema, then the CRD is tightened again: an Autoscaler whose
+    // minReplicas no i32 reads.
+    let original = loosen_schema(
+        &client,
+        "autoscalers.nodepool.dev",
+        "minReplicas",
+        serde_json::json!({"x-kubernetes-int-or-string": true}),
+    )
+    .await;
+    let raw: Api<kube::api::DynamicObject> = Api::all_with(
+        client.clone(),
+        &kube::api::ApiResource::erase::<Autoscaler>(&()),
+    );
+    let bad = unique_name("bad");
+    let mut unreadable = serde_json::to_value(fixtures::autoscaler(&bad, "nowhere", 1, 3)).unwrap();
+    unreadable["spec"]["minReplicas"] = serde_json::json!("two");
+    eventually("the unreadable Autoscaler stored", CONVERGE, || async {
+        raw.create(
+            &PostParams::default(),
+            &serde_json::from_value(unreadable.clone()).unwrap(),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    })
+    .await;
+    put_back_crd(&client, original).await;
+
+    for reporter in ["nodepool-operator", "autoscaler-operator"] {
+        let note = invalid_object_event(&client, reporter, &bad).await;
+        assert!(
+            note.to_lowercase().contains("expected i32"),
+            "{reporter}: {note}"
+        );
+    }
+    // A valid pool and Autoscaler beside it are served by both operators.
+    let (pool, scaler) = (unique_name("served"), unique_name("served"));
+    pools
+        .create(&PostParams::default(), &fixtures::nodepool(&pool, 1))
+        .await
+        .unwrap();
+    autoscalers
+        .create(
+            &PostParams::default(),
+            &fixtures::autoscaler(&scaler, &pool, 2, 3),
+        )
+        .await
+        .unwrap();
+    nodepool_ready(&autoscalers, &scaler).await;
+    converged(&client, &pool, 2).await;
+
+    // A restart LISTs the unreadable Autoscaler with the rest: nodepool-operator gets
+    // Ready all the same (every cache it waits for is guarded) and serves a new one.
+    nodepool.kill().await;
+    let nodepool = nodepool_operator("nodepool-operator-2", cp.kubeconfig(), &logs).await;
+    let (pool2, scaler2) = (unique_name("after"), unique_name("after"));
+    pools
+        .create(&PostParams::default(), &fixtures::nodepool(&pool2, 1))
+        .await
+        .unwrap();
+    autoscalers
+        .create(
+            &PostParams::default(),
+            &fixtures::autoscaler(&scaler2, &pool2, 1, 3),
+        )
+        .await
+        .unwrap();
+    nodepool_ready(&autoscalers, &scaler2).await;
+
+    raw.delete(&bad, &DeleteParams::default()).await.unwrap();
+    for name in [&scaler, &scaler2] {
+        autoscalers
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    for name in [&pool, &pool2] {
+        pools.delete(name, &DeleteParams::default()).await.unwrap();
+        converged_gone(&client, name).await;
+    }
+    nodepool.kill().await;
+    autoscaler.kill().await;
     let _ = std::fs::remove_dir_all(&logs);
 }
 

@@ -36,7 +36,7 @@ use operator_kit::http::Readiness;
 use operator_kit::leader::Leadership;
 use operator_kit::metrics::{ReconcileMetrics, WriteMetrics};
 use operator_kit::watch::{Fanout, Index, feed_indexes, guarded, trim_metadata};
-use shared_crd::{NodePool, POOL_LABEL, field_manager};
+use shared_crd::{Autoscaler, NodePool, POOL_LABEL, field_manager};
 
 /// Everything the operator needs to run, from flags.
 #[derive(Clone, Debug)]
@@ -57,6 +57,10 @@ pub struct Caches {
     /// Pods bound to a node, trimmed to what a drain and a kubelet read.
     pub pods: Store<Pod>,
     pub pods_by_node: Index<Pod>,
+    /// Autoscalers, for the `NodePoolReady` condition this operator owns in their status.
+    pub autoscalers: Store<Autoscaler>,
+    /// Autoscalers by the pool they target.
+    pub autoscalers_by_pool: Index<Autoscaler>,
 }
 
 impl Caches {
@@ -65,6 +69,7 @@ impl Caches {
         self.pools.wait_until_ready().await.is_ok()
             && self.nodes.wait_until_ready().await.is_ok()
             && self.pods.wait_until_ready().await.is_ok()
+            && self.autoscalers.wait_until_ready().await.is_ok()
     }
 
     /// A pool's nodes from the cache, terminating ones included.
@@ -138,17 +143,37 @@ pub async fn run_operator(
         ),
         pods.clone(),
     );
+    let (autoscalers, autoscaler_writer) = reflector::store::<Autoscaler>();
+    let autoscalers_by_pool = Index::new(|a: &Autoscaler| Some(a.spec.node_pool_ref.name.clone()));
+    let autoscaler_watch = Fanout::new(
+        "Autoscaler",
+        feed_indexes(
+            // One Autoscaler this version cannot read must not blind it to the others.
+            guarded(
+                Api::<DeserializeGuard<Autoscaler>>::all(client.clone()),
+                Default::default(),
+                recorder.clone(),
+            )
+            .modify(trim_metadata)
+            .reflect(autoscaler_writer),
+            vec![autoscalers_by_pool.clone()],
+        ),
+        autoscalers.clone(),
+    );
     let caches = Caches {
         pools,
         nodes,
         nodes_by_pool,
         pods,
         pods_by_node,
+        autoscalers,
+        autoscalers_by_pool,
     };
-    let (pool_events, node_events, pod_events) = (
+    let (pool_events, node_events, pod_events, autoscaler_events) = (
         pool_watch.subscriptions(),
         node_watch.subscriptions(),
         pod_watch.subscriptions(),
+        autoscaler_watch.subscriptions(),
     );
 
     // Every replica keeps its caches and is Ready once they are full; only the leader runs
@@ -194,11 +219,15 @@ pub async fn run_operator(
         let ready_ctx = Arc::new(nodepool_ready::Context::new(
             client.clone(),
             writer,
-            caches.pools.clone(),
+            caches.clone(),
             reconciles,
             config.settings.concurrency,
         ));
-        let ready_controller = nodepool_ready::run(ready_ctx, pool_events.subscribe());
+        let ready_controller = nodepool_ready::run(
+            ready_ctx,
+            autoscaler_events.subscribe(),
+            pool_events.subscribe(),
+        );
 
         let heartbeats = heartbeat::Heartbeats::new(client, caches.nodes.clone(), config.provider);
         // The heartbeats never end by themselves: the controllers' end (SIGTERM) ends them.
@@ -207,7 +236,14 @@ pub async fn run_operator(
             () = heartbeats.run() => {}
         }
     };
-    let watches = async { tokio::join!(pool_watch.run(), node_watch.run(), pod_watch.run()) };
+    let watches = async {
+        tokio::join!(
+            pool_watch.run(),
+            node_watch.run(),
+            pod_watch.run(),
+            autoscaler_watch.run()
+        )
+    };
     tokio::select! {
         () = writers => {}
         _ = watches => {}

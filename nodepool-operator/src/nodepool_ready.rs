@@ -7,22 +7,24 @@ use futures::stream::BoxStream;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use operator_kit::metrics::ReconcileMetrics;
-use operator_kit::watch::{Index, changed_or_deleted, feed_indexes, hash_of, trim_metadata};
+use operator_kit::watch::{changed_or_deleted, hash_of};
 use operator_kit::{Change, ErrorBackoff, WriteError, Writer};
 use serde_json::json;
 use shared_crd::condition::{self, Condition, ConditionStatus};
 use shared_crd::{Autoscaler, NodePool, condition_type, reason};
+
+use crate::Caches;
 
 pub const CONTROLLER: &str = "nodepool-ready";
 
 pub struct Context {
     client: Client,
     writer: Writer,
-    pools: Store<NodePool>,
+    caches: Caches,
     metrics: Arc<ReconcileMetrics>,
     concurrency: u16,
     backoff: ErrorBackoff,
@@ -32,14 +34,14 @@ impl Context {
     pub fn new(
         client: Client,
         writer: Writer,
-        pools: Store<NodePool>,
+        caches: Caches,
         metrics: Arc<ReconcileMetrics>,
         concurrency: u16,
     ) -> Self {
         Self {
             client,
             writer,
-            pools,
+            caches,
             metrics,
             concurrency,
             backoff: ErrorBackoff::default(),
@@ -117,22 +119,13 @@ fn blocking_condition(pool: &NodePool) -> Option<&Condition> {
         })
 }
 
-/// Runs the controller until the process ends; `pool_events` is the operator's one
-/// NodePool watch.
+/// Runs the controller until the process ends, on the operator's one Autoscaler watch and
+/// its one NodePool watch.
 pub async fn run(
     ctx: Arc<Context>,
+    autoscaler_events: BoxStream<'static, watcher::Result<watcher::Event<Autoscaler>>>,
     pool_events: BoxStream<'static, watcher::Result<watcher::Event<NodePool>>>,
 ) {
-    let autoscalers: Api<Autoscaler> = Api::all(ctx.client.clone());
-    let (store, writer) = reflector::store();
-    let by_pool = Index::new(|a: &Autoscaler| Some(a.spec.node_pool_ref.name.clone()));
-    let autoscaler_events = feed_indexes(
-        watcher(autoscalers, watcher::Config::default())
-            .default_backoff()
-            .modify(trim_metadata)
-            .reflect(writer),
-        vec![by_pool.clone()],
-    );
     let metrics = ctx.metrics.clone();
     // Only which pool an Autoscaler targets matters here, and the condition itself
     // (someone may remove it), not the rest of its status.
@@ -147,7 +140,8 @@ pub async fn run(
     let pool_changes = changed_or_deleted(pool_events, pool_readiness, move || {
         metrics.skip_event(CONTROLLER, "NodePool")
     });
-    let results = Controller::for_stream(autoscaler_changes, store)
+    let by_pool = ctx.caches.autoscalers_by_pool.clone();
+    let results = Controller::for_stream(autoscaler_changes, ctx.caches.autoscalers.clone())
         .with_config(ControllerConfig::default().concurrency(ctx.concurrency))
         .watches_stream(pool_changes, move |pool: NodePool| {
             by_pool.get(&pool.name_any())
@@ -184,7 +178,7 @@ async fn reconcile(autoscaler: Arc<Autoscaler>, ctx: Arc<Context>) -> Result<Act
 
 async fn write_condition(autoscaler: &Autoscaler, ctx: &Context) -> Result<(), Error> {
     let pool_name = &autoscaler.spec.node_pool_ref.name;
-    let pool = ctx.pools.get(&ObjectRef::new(pool_name));
+    let pool = ctx.caches.pools.get(&ObjectRef::new(pool_name));
     let wanted = nodepool_ready(
         pool_name,
         pool.as_deref(),
