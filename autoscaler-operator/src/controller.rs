@@ -8,26 +8,23 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
-use kube::core::DeserializeGuard;
-use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
+use operator_kit::controller::{ReconcileError, Reconciler, Runner, RunnerSettings};
 use operator_kit::events::{Event as KubeEvent, EventType, Recorder, Reporter};
-use operator_kit::metrics::ReconcileMetrics;
-use operator_kit::watch::{
-    Fanout, Index, Subscriptions, changed_or_deleted, feed_indexes, guarded, hash_of, trim_metadata,
-};
-use operator_kit::{Change, ErrorBackoff, WriteError, Writer};
+use operator_kit::watch::hash_of;
+use operator_kit::{Change, WriteError, Writer};
 use serde::Serialize;
 use serde_json::json;
 use shared_crd::condition::{self, Condition, ConditionStatus};
 use shared_crd::{Autoscaler, NodePool, condition_type, field_manager, reason};
 
+use crate::caches::Caches;
 use crate::decide::{self, Inputs, PoolPods, Recommendation};
 use crate::fit;
-use crate::node::{self, NodeView};
-use crate::pod::{self, PodView};
+use crate::node::NodeView;
+use crate::pod::PodView;
 
 /// Controller name in metrics and logs.
 pub const CONTROLLER: &str = "autoscaler";
@@ -60,17 +57,9 @@ pub struct Context {
     pub client: Client,
     pub writer: Writer,
     pub recorder: Recorder,
-    pub autoscalers: Store<Autoscaler>,
-    pub autoscalers_by_pool: Index<Autoscaler>,
-    pub pools: Store<NodePool>,
-    pub pods: Store<PodView>,
-    pub pods_by_place: Index<PodView>,
-    pub nodes: Store<NodeView>,
-    pub nodes_by_pool: Index<NodeView>,
+    pub caches: Caches,
     pub settings: Settings,
-    pub metrics: Arc<ReconcileMetrics>,
     memory: Mutex<HashMap<String, Memory>>,
-    backoff: ErrorBackoff,
     started: Instant,
 }
 
@@ -88,8 +77,8 @@ pub enum Error {
     StatusWriteFailed(#[source] WriteError),
 }
 
-impl Error {
-    pub fn category(&self) -> &'static str {
+impl ReconcileError for Error {
+    fn category(&self) -> &'static str {
         match self {
             Error::MissingObjectKey(_) => "missing_key",
             Error::ScaleWriteFailed { source, .. } | Error::StatusWriteFailed(source)
@@ -101,119 +90,16 @@ impl Error {
             Error::StatusWriteFailed(_) => "status_write",
         }
     }
-}
 
-/// The caches of this controller, their indexes, and the watch streams that feed them.
-pub struct Watches {
-    pub autoscalers: Store<Autoscaler>,
-    /// Autoscalers by the pool they target.
-    pub autoscalers_by_pool: Index<Autoscaler>,
-    pub autoscaler_watch: Fanout<Autoscaler>,
-    pub pools: Store<NodePool>,
-    pub pool_watch: Fanout<NodePool>,
-    /// Pods that are not finished, narrowed to what demand is made of.
-    pub pods: Store<PodView>,
-    /// Those pods by where they are: see [`place`].
-    pub pods_by_place: Index<PodView>,
-    pub pod_watch: Fanout<PodView>,
-    /// The pools' nodes (those with the pool label), narrowed to labels, taints, readiness.
-    pub nodes: Store<NodeView>,
-    /// Those nodes by pool.
-    pub nodes_by_pool: Index<NodeView>,
-    pub node_watch: Fanout<NodeView>,
-    /// The process's one event recorder: the watches report unreadable objects with it,
-    /// the controller its decisions.
-    pub recorder: Recorder,
-}
-
-pub fn watches(client: &Client) -> Watches {
-    let recorder = Recorder::new(client.clone(), reporter());
-    let (autoscalers, a_writer) = reflector::store();
-    let (pools, p_writer) = reflector::store();
-    let (pods, pod_writer) = reflector::store();
-    let (nodes, node_writer) = reflector::store();
-    let autoscalers_by_pool = Index::new(|a: &Autoscaler| Some(a.spec.node_pool_ref.name.clone()));
-    let pods_by_place = Index::new(place);
-    let nodes_by_pool = Index::new(|n: &NodeView| n.pool().map(str::to_owned));
-    Watches {
-        autoscaler_watch: Fanout::new(
-            "Autoscaler",
-            feed_indexes(
-                guarded(
-                    Api::<DeserializeGuard<Autoscaler>>::all(client.clone()),
-                    watcher::Config::default(),
-                    recorder.clone(),
-                )
-                .modify(trim_metadata)
-                .reflect(a_writer),
-                vec![autoscalers_by_pool.clone()],
-            ),
-            autoscalers.clone(),
-        ),
-        autoscalers,
-        autoscalers_by_pool,
-        pool_watch: Fanout::new(
-            "NodePool",
-            guarded(
-                Api::<DeserializeGuard<NodePool>>::all(client.clone()),
-                watcher::Config::default(),
-                recorder.clone(),
-            )
-            .modify(|p: &mut NodePool| {
-                trim_metadata(p);
-                // Conditions are not read here: size, template capacity and counts are.
-                if let Some(status) = p.status.as_mut() {
-                    status.conditions.clear();
-                }
-            })
-            .reflect(p_writer),
-            pools.clone(),
-        ),
-        pools,
-        pod_watch: Fanout::new(
-            "Pod",
-            feed_indexes(
-                // Finished pods want nothing.
-                watcher(
-                    Api::<PodView>::all(client.clone()),
-                    watcher::Config::default()
-                        .fields("status.phase!=Succeeded,status.phase!=Failed"),
-                )
-                .default_backoff()
-                .modify(pod::trim)
-                .reflect(pod_writer),
-                vec![pods_by_place.clone()],
-            ),
-            pods.clone(),
-        ),
-        pods,
-        pods_by_place,
-        node_watch: Fanout::new(
-            "Node",
-            feed_indexes(
-                watcher(
-                    Api::<NodeView>::all(client.clone()),
-                    watcher::Config::default().labels(shared_crd::POOL_LABEL),
-                )
-                .default_backoff()
-                .modify(node::trim)
-                .reflect(node_writer),
-                vec![nodes_by_pool.clone()],
-            ),
-            nodes.clone(),
-        ),
-        nodes,
-        nodes_by_pool,
-        recorder,
+    /// A conflict is the lazy strategy's way out: the whole reconcile runs again.
+    fn is_expected(&self) -> bool {
+        match self {
+            Error::ScaleWriteFailed { source, .. } | Error::StatusWriteFailed(source) => {
+                source.is_conflict()
+            }
+            Error::MissingObjectKey(_) => false,
+        }
     }
-}
-
-/// Where the controller subscribes to the watches, when it starts.
-pub struct Events {
-    pub autoscalers: Subscriptions<Autoscaler>,
-    pub pools: Subscriptions<NodePool>,
-    pub pods: Subscriptions<PodView>,
-    pub nodes: Subscriptions<NodeView>,
 }
 
 /// Index key of a pod: where it is, as far as a pool's demand goes.
@@ -222,7 +108,7 @@ pub struct Events {
 ///   required node affinity term);
 /// - `unschedulable`: not bound, names no pool, and the scheduler found no node for it;
 /// - none: not bound and not seen by the scheduler yet.
-fn place(p: &PodView) -> Option<String> {
+pub fn place(p: &PodView) -> Option<String> {
     if let Some(node) = &p.spec.node_name {
         return Some(format!("node/{node}"));
     }
@@ -288,61 +174,52 @@ fn node_inputs(n: &NodeView) -> u64 {
     ))
 }
 
-/// Runs the controller until SIGTERM or Ctrl-C.
-pub async fn run(ctx: Arc<Context>, events: Events) {
-    let skip = |kind: &'static str| {
-        let metrics = ctx.metrics.clone();
-        move || metrics.skip_event(CONTROLLER, kind)
-    };
-    let own = changed_or_deleted(
-        events.autoscalers.subscribe(),
-        autoscaler_inputs,
-        skip("Autoscaler"),
+/// The Autoscaler controller: an Autoscaler, its pool, the pods that are the pool's
+/// demand or usage, and the pool's nodes.
+pub fn runner(ctx: Context, settings: &RunnerSettings) -> Runner<Context> {
+    let caches = ctx.caches.clone();
+    let (by_pool, by_node) = (
+        caches.autoscalers_by_pool.clone(),
+        caches.autoscalers_by_pool.clone(),
     );
-    let pools = changed_or_deleted(events.pools.subscribe(), pool_inputs, skip("NodePool"));
-    let pods = changed_or_deleted(events.pods.subscribe(), pod_inputs, skip("Pod"));
-    let nodes = changed_or_deleted(events.nodes.subscribe(), node_inputs, skip("Node"));
-    let by_pool = ctx.autoscalers_by_pool.clone();
-    let (for_pod, by_node) = (ctx.clone(), ctx.autoscalers_by_pool.clone());
-    let results = Controller::for_stream(own, ctx.autoscalers.clone())
-        .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
-        .watches_stream(pools, move |pool: NodePool| by_pool.get(&pool.name_any()))
-        .watches_stream(pods, move |pod: PodView| match for_pod.pool_of(&pod) {
-            Some(pool) => for_pod.autoscalers_by_pool.get(&pool),
-            None => Vec::new(),
+    let for_pod = caches.clone();
+    Runner::new(ctx, &caches.autoscalers, autoscaler_inputs, settings)
+        .watches(&caches.pools, pool_inputs, move |pool: NodePool| {
+            by_pool.get(&pool.name_any())
         })
-        .watches_stream(nodes, move |node: NodeView| match node.pool() {
-            Some(pool) => by_node.get(pool),
-            None => Vec::new(),
-        })
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx);
-    operator_kit::metrics::run_to_end(results, CONTROLLER).await;
+        .watches(
+            &caches.pods,
+            pod_inputs,
+            move |pod: PodView| match pool_of(&for_pod, &pod) {
+                Some(pool) => for_pod.autoscalers_by_pool.get(&pool),
+                None => Vec::new(),
+            },
+        )
+        .watches(
+            &caches.nodes,
+            node_inputs,
+            move |node: NodeView| match node.pool() {
+                Some(pool) => by_node.get(pool),
+                None => Vec::new(),
+            },
+        )
 }
 
 impl Context {
     pub fn new(
         client: Client,
         writer: Writer,
-        watches: &Watches,
+        recorder: Recorder,
+        caches: Caches,
         settings: Settings,
-        metrics: Arc<ReconcileMetrics>,
     ) -> Self {
         Self {
-            recorder: watches.recorder.clone(),
             client,
             writer,
-            autoscalers: watches.autoscalers.clone(),
-            autoscalers_by_pool: watches.autoscalers_by_pool.clone(),
-            pools: watches.pools.clone(),
-            pods: watches.pods.clone(),
-            pods_by_place: watches.pods_by_place.clone(),
-            nodes: watches.nodes.clone(),
-            nodes_by_pool: watches.nodes_by_pool.clone(),
+            recorder,
+            caches,
             settings,
-            metrics,
             memory: Mutex::default(),
-            backoff: ErrorBackoff::default(),
             started: Instant::now(),
         }
     }
@@ -364,33 +241,21 @@ impl Context {
     }
 }
 
-fn reporter() -> Reporter {
+pub fn reporter() -> Reporter {
     Reporter {
         controller: field_manager::AUTOSCALER_OPERATOR.into(),
         instance: std::env::var("POD_NAME").ok(),
     }
 }
 
-async fn reconcile(a: Arc<Autoscaler>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let measured = ctx
-        .metrics
-        .measure(CONTROLLER, reconcile_autoscaler(&a, &ctx), Error::category);
-    ctx.backoff.track(&a.name_any(), measured).await
-}
+impl Reconciler for Context {
+    type Object = Autoscaler;
+    type Error = Error;
+    const NAME: &'static str = CONTROLLER;
 
-/// Per-object exponential backoff (5 ms doubling to 1000 s, reset on success). A conflict
-/// is the lazy strategy's way out: the whole reconcile runs again.
-fn error_policy(a: Arc<Autoscaler>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff.next(&a.name_any());
-    match error {
-        Error::ScaleWriteFailed { source, .. } | Error::StatusWriteFailed(source)
-            if source.is_conflict() =>
-        {
-            tracing::debug!(autoscaler = %a.name_any(), ?delay, "conflict; requeued");
-        }
-        _ => tracing::warn!(autoscaler = %a.name_any(), error = %error, ?delay, "reconcile failed"),
+    async fn reconcile(&self, a: Arc<Autoscaler>) -> Result<Action, Error> {
+        reconcile_autoscaler(&a, self).await
     }
-    Action::requeue(delay)
 }
 
 /// Why an Autoscaler cannot act.
@@ -415,7 +280,7 @@ async fn reconcile_autoscaler(a: &Autoscaler, ctx: &Context) -> Result<Action, E
         };
         return blocked(a, ctx, why, Action::await_change()).await;
     }
-    let Some(pool) = ctx.pools.get(&ObjectRef::new(&pool_name)) else {
+    let Some(pool) = ctx.caches.pools.get(&ObjectRef::new(&pool_name)) else {
         let why = Blocked {
             reason: reason::NOT_FOUND,
             message: format!("NodePool {pool_name} does not exist"),
@@ -441,21 +306,29 @@ async fn reconcile_autoscaler(a: &Autoscaler, ctx: &Context) -> Result<Action, E
     };
     // The pool's nodes with the pods bound to them, the pods waiting for it, and the shape
     // of its nodes (read off one of them, or its template), all from the caches.
-    let nodes = ctx.nodes_by_pool.objects(&pool_name, &ctx.nodes);
+    let nodes = ctx
+        .caches
+        .nodes_by_pool
+        .objects(&pool_name, &ctx.caches.nodes);
     let bound: Vec<Vec<Arc<PodView>>> = nodes
         .iter()
         .map(|n| {
-            ctx.pods_by_place
-                .objects(&format!("node/{}", n.name_any()), &ctx.pods)
+            ctx.caches
+                .pods_by_place
+                .objects(&format!("node/{}", n.name_any()), &ctx.caches.pods)
         })
         .collect();
     let named = ctx
+        .caches
         .pods_by_place
-        .objects(&format!("pool/{pool_name}"), &ctx.pods);
-    let mut others = ctx.pods_by_place.objects(UNSCHEDULABLE, &ctx.pods);
+        .objects(&format!("pool/{pool_name}"), &ctx.caches.pods);
+    let mut others = ctx
+        .caches
+        .pods_by_place
+        .objects(UNSCHEDULABLE, &ctx.caches.pods);
     if !others.is_empty() {
         // The targeted pools' shapes, read once for all such pods.
-        let homes = ctx.homes();
+        let homes = homes(&ctx.caches);
         others.retain(|p| homes.of(p) == Some(pool_name.as_str()));
     }
     let pool_pods = PoolPods {
@@ -665,44 +538,42 @@ fn pods_fit_condition(
     )
 }
 
-impl Context {
-    /// The pool whose demand `pod` is: its node's pool when bound; the pool it names when
-    /// it names one; else, when the scheduler found no node for it, [`Homes`].
-    fn pool_of(&self, pod: &PodView) -> Option<String> {
-        if let Some(node) = &pod.spec.node_name {
-            return self
-                .nodes
-                .get(&ObjectRef::new(node))
-                .and_then(|n| n.pool().map(str::to_owned));
-        }
-        if let Some(pool) = decide::target_pool(pod) {
-            return Some(pool.to_owned());
-        }
-        if pod.is_unschedulable() {
-            return self.homes().of(pod).map(str::to_owned);
-        }
-        None
+/// The pool whose demand `pod` is: its node's pool when bound; the pool it names when it
+/// names one; else, when the scheduler found no node for it, [`Homes`].
+fn pool_of(caches: &Caches, pod: &PodView) -> Option<String> {
+    if let Some(node) = &pod.spec.node_name {
+        return caches
+            .nodes
+            .get(&ObjectRef::new(node))
+            .and_then(|n| n.pool().map(str::to_owned));
     }
+    if let Some(pool) = decide::target_pool(pod) {
+        return Some(pool.to_owned());
+    }
+    if pod.is_unschedulable() {
+        return homes(caches).of(pod).map(str::to_owned);
+    }
+    None
+}
 
-    /// The pools an unschedulable pod that names no pool may be demand of: see [`Homes`].
-    fn homes(&self) -> Homes {
-        let mut pools = self.pools.state();
-        pools.sort_by_key(|p| p.name_any());
-        let pools = pools
-            .iter()
-            .filter(|p| !self.autoscalers_by_pool.get(&p.name_any()).is_empty())
-            .filter_map(|p| {
-                let capacity = p.spec.template.capacity.values().ok()?;
-                let node = self
-                    .nodes_by_pool
-                    .objects(&p.name_any(), &self.nodes)
-                    .into_iter()
-                    .next();
-                Some((p.name_any(), fit::shape(p, node.as_deref()), capacity))
-            })
-            .collect();
-        Homes { pools }
-    }
+/// The pools an unschedulable pod that names no pool may be demand of: see [`Homes`].
+fn homes(caches: &Caches) -> Homes {
+    let mut pools = caches.pools.state();
+    pools.sort_by_key(|p| p.name_any());
+    let pools = pools
+        .iter()
+        .filter(|p| !caches.autoscalers_by_pool.get(&p.name_any()).is_empty())
+        .filter_map(|p| {
+            let capacity = p.spec.template.capacity.values().ok()?;
+            let node = caches
+                .nodes_by_pool
+                .objects(&p.name_any(), &caches.nodes)
+                .into_iter()
+                .next();
+            Some((p.name_any(), fit::shape(p, node.as_deref()), capacity))
+        })
+        .collect();
+    Homes { pools }
 }
 
 /// The pools an Autoscaler targets, by name, each with its nodes' shape and capacity. An
@@ -732,8 +603,9 @@ impl Context {
     fn history(&self, uid: &str, a: &Autoscaler, current: i32, now: i64) -> Vec<Recommendation> {
         let mut memory = self.memory.lock().expect("not poisoned");
         // Forget Autoscalers that are gone (no reconcile runs for a deleted object).
-        if memory.len() > self.autoscalers.len() {
+        if memory.len() > self.caches.autoscalers.len() {
             let live: HashSet<String> = self
+                .caches
                 .autoscalers
                 .state()
                 .iter()
@@ -779,8 +651,9 @@ impl Context {
 /// not `a`: it keeps the pool, `a` stands down.
 fn first_claim(ctx: &Context, a: &Autoscaler) -> Option<String> {
     let key = |x: &Autoscaler| (x.creation_timestamp().map(|t| t.0), x.name_any());
-    ctx.autoscalers_by_pool
-        .objects(&a.spec.node_pool_ref.name, &ctx.autoscalers)
+    ctx.caches
+        .autoscalers_by_pool
+        .objects(&a.spec.node_pool_ref.name, &ctx.caches.autoscalers)
         .iter()
         .min_by_key(|other| key(other))
         .filter(|first| first.name_any() != a.name_any())

@@ -7,20 +7,18 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
+use operator_kit::controller::{ReconcileError, Reconciler, Runner, RunnerSettings};
 use operator_kit::events::{Event as KubeEvent, EventType, Recorder};
-use operator_kit::metrics::ReconcileMetrics;
-use operator_kit::watch::{changed_or_deleted, hash_of};
-use operator_kit::{Change, ErrorBackoff, WriteError, Writer};
+use operator_kit::watch::hash_of;
+use operator_kit::{Change, WriteError, Writer};
 use shared_crd::{LEGACY_NODEPOOL_FINALIZER, NodePool, condition_type, field_manager};
 
-use crate::Caches;
+use crate::caches::Caches;
 use crate::decide::{self, Blocker};
 use crate::provider::{Created, Provider, ProviderError, free_node_names, pool_of};
 use crate::quota::Reservations;
@@ -51,8 +49,6 @@ pub struct Context {
     pub provider: Arc<dyn Provider>,
     pub caches: Caches,
     pub settings: Settings,
-    pub metrics: Arc<ReconcileMetrics>,
-    backoff: ErrorBackoff,
     /// Names being created under `--max-nodes` (see `quota`).
     reservations: Mutex<Reservations>,
 }
@@ -65,7 +61,6 @@ impl Context {
         provider: Arc<dyn Provider>,
         caches: Caches,
         settings: Settings,
-        metrics: Arc<ReconcileMetrics>,
     ) -> Self {
         Self {
             client,
@@ -74,8 +69,6 @@ impl Context {
             provider,
             caches,
             settings,
-            metrics,
-            backoff: ErrorBackoff::default(),
             reservations: Mutex::default(),
         }
     }
@@ -109,9 +102,8 @@ pub enum Error {
     NodeCacheBehind(String),
 }
 
-impl Error {
-    /// Bounded label for metrics.
-    pub fn category(&self) -> &'static str {
+impl ReconcileError for Error {
+    fn category(&self) -> &'static str {
         match self {
             Error::MissingObjectKey(_) => "missing_key",
             Error::StatusWriteFailed(e) if e.is_conflict() => "conflict",
@@ -121,30 +113,35 @@ impl Error {
             Error::NodeCacheBehind(_) => "cache_behind",
         }
     }
+
+    /// A conflict is the lazy strategy's way out: the whole reconcile runs again, from the
+    /// cache; so is a cache behind this operator's own create.
+    fn is_expected(&self) -> bool {
+        match self {
+            Error::StatusWriteFailed(e) => e.is_conflict(),
+            Error::NodeCacheBehind(_) => true,
+            _ => false,
+        }
+    }
 }
 
-/// Runs the NodePool controller until the process ends.
-pub async fn run(
-    ctx: Arc<Context>,
-    pool_events: BoxStream<'static, watcher::Result<watcher::Event<NodePool>>>,
-    node_events: BoxStream<'static, watcher::Result<watcher::Event<Node>>>,
-) {
-    let skip = |kind: &'static str| {
-        let metrics = ctx.metrics.clone();
-        move || metrics.skip_event(CONTROLLER, kind)
-    };
-    // generation, not resourceVersion: status writes (ours and others') trigger nothing.
-    let pools = changed_or_deleted(pool_events, pool_state, skip("NodePool"));
-    let nodes = changed_or_deleted(node_events, node_state, skip("Node"));
-    let store = ctx.caches.pools.clone();
-    let results = Controller::for_stream(pools, store)
-        .with_config(ControllerConfig::default().concurrency(ctx.settings.concurrency))
-        .watches_stream(nodes, |node: Node| {
-            pool_of(&node).map(ObjectRef::<NodePool>::new)
-        })
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx);
-    operator_kit::metrics::run_to_end(results, CONTROLLER).await;
+impl Reconciler for Context {
+    type Object = NodePool;
+    type Error = Error;
+    const NAME: &'static str = CONTROLLER;
+
+    async fn reconcile(&self, pool: Arc<NodePool>) -> Result<Action, Error> {
+        reconcile_pool(&pool, self).await
+    }
+}
+
+/// The NodePool controller: a pool's spec (generation, not resourceVersion: status writes,
+/// ours and others', trigger nothing) and its nodes.
+pub fn runner(ctx: Context, settings: &RunnerSettings) -> Runner<Context> {
+    let (pools, nodes) = (ctx.caches.pools.clone(), ctx.caches.nodes.clone());
+    Runner::new(ctx, &pools, pool_state, settings).watches(&nodes, node_state, |node: Node| {
+        pool_of(&node).map(ObjectRef::<NodePool>::new)
+    })
 }
 
 /// What of a pool a reconcile acts on: its spec (generation) and its deletion.
@@ -165,29 +162,6 @@ fn node_state(node: &Node) -> u64 {
         decide::is_ready(node),
         node.metadata.deletion_timestamp.is_some(),
     ))
-}
-
-async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let measured = ctx
-        .metrics
-        .measure(CONTROLLER, reconcile_pool(&pool, &ctx), Error::category);
-    ctx.backoff.track(&pool.name_any(), measured).await
-}
-
-/// Per-object exponential backoff (5 ms doubling to 1000 s, reset on success). A conflict
-/// is the lazy strategy's way out: the whole reconcile runs again, from the cache.
-fn error_policy(pool: Arc<NodePool>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff.next(&pool.name_any());
-    match error {
-        Error::StatusWriteFailed(e) if e.is_conflict() => {
-            tracing::debug!(pool = %pool.name_any(), ?delay, "conflict; requeued");
-        }
-        Error::NodeCacheBehind(_) if delay < Duration::from_secs(1) => {
-            tracing::debug!(pool = %pool.name_any(), error = %error, ?delay, "requeued");
-        }
-        _ => tracing::warn!(pool = %pool.name_any(), error = %error, ?delay, "reconcile failed"),
-    }
-    Action::requeue(delay)
 }
 
 /// What the act step did.

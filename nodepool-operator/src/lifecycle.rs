@@ -15,24 +15,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::stream::BoxStream;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use operator_kit::ErrorBackoff;
+use operator_kit::controller::{ReconcileError, Reconciler, Runner, RunnerSettings};
 use operator_kit::events::{Event as KubeEvent, EventType, Recorder};
-use operator_kit::metrics::ReconcileMetrics;
-use operator_kit::watch::{changed_or_deleted, hash_of};
+use operator_kit::watch::hash_of;
 use serde_json::json;
 use shared_crd::{NODE_LEASE_NAMESPACE, NodePool, TERMINATION_FINALIZER};
 
-use crate::Caches;
+use crate::caches::Caches;
 use crate::decide::is_ready;
 use crate::provider::{is_virtual, pool_of, pool_owner};
 use crate::{drain, kubelet};
@@ -46,8 +43,6 @@ pub struct Context {
     caches: Caches,
     evictor: drain::Evictor,
     drain_timeout: Duration,
-    metrics: Arc<ReconcileMetrics>,
-    backoff: ErrorBackoff,
 }
 
 impl Context {
@@ -56,7 +51,6 @@ impl Context {
         recorder: Recorder,
         caches: Caches,
         drain_timeout: Duration,
-        metrics: Arc<ReconcileMetrics>,
     ) -> Self {
         Self {
             evictor: drain::Evictor::new(client.clone()),
@@ -64,8 +58,6 @@ impl Context {
             recorder,
             caches,
             drain_timeout,
-            metrics,
-            backoff: ErrorBackoff::default(),
         }
     }
 }
@@ -128,9 +120,8 @@ pub enum Error {
     },
 }
 
-impl Error {
-    /// Bounded label for metrics.
-    pub fn category(&self) -> &'static str {
+impl ReconcileError for Error {
+    fn category(&self) -> &'static str {
         match self {
             Error::OrphanDeletionFailed { .. } => "orphan_delete",
             Error::OwnerLookupFailed { .. } => "owner_lookup",
@@ -145,45 +136,38 @@ impl Error {
     }
 }
 
-/// Runs the controller until the process ends.
-pub async fn run(
-    ctx: Arc<Context>,
-    node_events: BoxStream<'static, watcher::Result<watcher::Event<Node>>>,
-    pod_events: BoxStream<'static, watcher::Result<watcher::Event<Pod>>>,
-    pool_events: BoxStream<'static, watcher::Result<watcher::Event<NodePool>>>,
-    concurrency: u16,
-) {
-    let skip = |kind: &'static str| {
-        let metrics = ctx.metrics.clone();
-        move || metrics.skip_event(CONTROLLER, kind)
-    };
-    let nodes = changed_or_deleted(node_events, node_state, skip("Node"));
-    let pods = changed_or_deleted(pod_events, pod_state, skip("Pod"));
-    // A pool deleted, or made anew under the same name, orphans its nodes.
-    let pools = changed_or_deleted(
-        pool_events,
-        |p: &NodePool| hash_of(&(&p.metadata.uid, p.metadata.deletion_timestamp.is_some())),
-        skip("NodePool"),
-    );
-    let (caches, pool_caches) = (ctx.caches.clone(), ctx.caches.clone());
-    let results = Controller::for_stream(nodes, ctx.caches.nodes.clone())
-        .with_config(ControllerConfig::default().concurrency(concurrency))
-        .watches_stream(pods, move |pod: Pod| {
+impl Reconciler for Context {
+    type Object = Node;
+    type Error = Error;
+    const NAME: &'static str = CONTROLLER;
+
+    async fn reconcile(&self, node: Arc<Node>) -> Result<Action, Error> {
+        reconcile_node(&node, self).await
+    }
+}
+
+/// The node lifecycle controller: a node, the pods bound to it (only on this operator's
+/// virtual nodes), and its pool (a pool deleted, or made anew under the same name,
+/// orphans its nodes).
+pub fn runner(ctx: Context, settings: &RunnerSettings) -> Runner<Context> {
+    let caches = ctx.caches.clone();
+    let (for_pods, for_pools) = (caches.clone(), caches.clone());
+    Runner::new(ctx, &caches.nodes, node_state, settings)
+        .watches(&caches.pods, pod_state, move |pod: Pod| {
             let node = pod.spec.as_ref().and_then(|s| s.node_name.clone())?;
             let node = ObjectRef::<Node>::new(&node);
             // Pods on nodes that are not this operator's are none of its business.
-            caches
+            for_pods
                 .nodes
                 .get(&node)
                 .filter(|n| is_virtual(n))
                 .map(|_| node)
         })
-        .watches_stream(pools, move |pool: NodePool| {
-            pool_caches.nodes_by_pool.get(&pool.name_any())
-        })
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx);
-    operator_kit::metrics::run_to_end(results, CONTROLLER).await;
+        .watches(
+            &caches.pools,
+            |p: &NodePool| hash_of(&(&p.metadata.uid, p.metadata.deletion_timestamp.is_some())),
+            move |pool: NodePool| for_pools.nodes_by_pool.get(&pool.name_any()),
+        )
 }
 
 /// What of a node this controller acts on.
@@ -207,19 +191,6 @@ fn pod_state(pod: &Pod) -> u64 {
         pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
         pod.metadata.deletion_timestamp.is_some(),
     ))
-}
-
-async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let measured = ctx
-        .metrics
-        .measure(CONTROLLER, reconcile_node(&node, &ctx), Error::category);
-    ctx.backoff.track(&node.name_any(), measured).await
-}
-
-fn error_policy(node: Arc<Node>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff.next(&node.name_any());
-    tracing::warn!(node = %node.name_any(), error = %error, ?delay, "node lifecycle step failed");
-    Action::requeue(delay)
 }
 
 async fn reconcile_node(node: &Node, ctx: &Context) -> Result<Action, Error> {

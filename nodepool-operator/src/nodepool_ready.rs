@@ -3,21 +3,19 @@
 //! field manager, next to the conditions autoscaler-operator owns in the same list.
 use std::sync::Arc;
 
-use futures::stream::BoxStream;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
-use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use operator_kit::metrics::ReconcileMetrics;
-use operator_kit::watch::{changed_or_deleted, hash_of};
-use operator_kit::{Change, ErrorBackoff, WriteError, Writer};
+use operator_kit::controller::{ReconcileError, Reconciler, Runner, RunnerSettings};
+use operator_kit::watch::hash_of;
+use operator_kit::{Change, WriteError, Writer};
 use serde_json::json;
 use shared_crd::condition::{self, Condition, ConditionStatus};
 use shared_crd::{Autoscaler, NodePool, condition_type, reason};
 
-use crate::Caches;
+use crate::caches::Caches;
 
 pub const CONTROLLER: &str = "nodepool-ready";
 
@@ -25,26 +23,14 @@ pub struct Context {
     client: Client,
     writer: Writer,
     caches: Caches,
-    metrics: Arc<ReconcileMetrics>,
-    concurrency: u16,
-    backoff: ErrorBackoff,
 }
 
 impl Context {
-    pub fn new(
-        client: Client,
-        writer: Writer,
-        caches: Caches,
-        metrics: Arc<ReconcileMetrics>,
-        concurrency: u16,
-    ) -> Self {
+    pub fn new(client: Client, writer: Writer, caches: Caches) -> Self {
         Self {
             client,
             writer,
             caches,
-            metrics,
-            concurrency,
-            backoff: ErrorBackoff::default(),
         }
     }
 }
@@ -55,15 +41,30 @@ pub enum Error {
     ConditionWriteFailed(#[source] WriteError),
 }
 
-impl Error {
-    /// Bounded label for metrics.
-    pub fn category(&self) -> &'static str {
+impl ReconcileError for Error {
+    fn category(&self) -> &'static str {
         let Error::ConditionWriteFailed(e) = self;
         if e.is_conflict() {
             "conflict"
         } else {
             "condition_write"
         }
+    }
+
+    fn is_expected(&self) -> bool {
+        let Error::ConditionWriteFailed(e) = self;
+        e.is_conflict()
+    }
+}
+
+impl Reconciler for Context {
+    type Object = Autoscaler;
+    type Error = Error;
+    const NAME: &'static str = CONTROLLER;
+
+    async fn reconcile(&self, autoscaler: Arc<Autoscaler>) -> Result<Action, Error> {
+        write_condition(&autoscaler, self).await?;
+        Ok(Action::await_change())
     }
 }
 
@@ -119,36 +120,20 @@ fn blocking_condition(pool: &NodePool) -> Option<&Condition> {
         })
 }
 
-/// Runs the controller until the process ends, on the operator's one Autoscaler watch and
-/// its one NodePool watch.
-pub async fn run(
-    ctx: Arc<Context>,
-    autoscaler_events: BoxStream<'static, watcher::Result<watcher::Event<Autoscaler>>>,
-    pool_events: BoxStream<'static, watcher::Result<watcher::Event<NodePool>>>,
-) {
-    let metrics = ctx.metrics.clone();
-    // Only which pool an Autoscaler targets matters here, and the condition itself
-    // (someone may remove it), not the rest of its status.
-    let autoscaler_changes = changed_or_deleted(
-        autoscaler_events,
+/// The NodePoolReady controller: an Autoscaler (which pool it targets, and the condition
+/// itself: someone may remove it; not the rest of its status) and the pools it targets.
+pub fn runner(ctx: Context, settings: &RunnerSettings) -> Runner<Context> {
+    let caches = ctx.caches.clone();
+    let by_pool = caches.autoscalers_by_pool.clone();
+    Runner::new(
+        ctx,
+        &caches.autoscalers,
         |a: &Autoscaler| hash_of(&(&a.spec.node_pool_ref.name, shown(a))),
-        {
-            let metrics = metrics.clone();
-            move || metrics.skip_event(CONTROLLER, "Autoscaler")
-        },
-    );
-    let pool_changes = changed_or_deleted(pool_events, pool_readiness, move || {
-        metrics.skip_event(CONTROLLER, "NodePool")
-    });
-    let by_pool = ctx.caches.autoscalers_by_pool.clone();
-    let results = Controller::for_stream(autoscaler_changes, ctx.caches.autoscalers.clone())
-        .with_config(ControllerConfig::default().concurrency(ctx.concurrency))
-        .watches_stream(pool_changes, move |pool: NodePool| {
-            by_pool.get(&pool.name_any())
-        })
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx);
-    operator_kit::metrics::run_to_end(results, CONTROLLER).await;
+        settings,
+    )
+    .watches(&caches.pools, pool_readiness, move |pool: NodePool| {
+        by_pool.get(&pool.name_any())
+    })
 }
 
 /// The condition as the Autoscaler shows it (without its time).
@@ -164,16 +149,6 @@ fn shown(a: &Autoscaler) -> Option<(ConditionStatus, String, String)> {
 fn pool_readiness(pool: &NodePool) -> u64 {
     let blocking = blocking_condition(pool).map(|c| (&c.reason, &c.message));
     hash_of(&(pool.metadata.deletion_timestamp.is_some(), blocking))
-}
-
-async fn reconcile(autoscaler: Arc<Autoscaler>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let measured = ctx.metrics.measure(
-        CONTROLLER,
-        write_condition(&autoscaler, &ctx),
-        Error::category,
-    );
-    ctx.backoff.track(&autoscaler.name_any(), measured).await?;
-    Ok(Action::await_change())
 }
 
 async fn write_condition(autoscaler: &Autoscaler, ctx: &Context) -> Result<(), Error> {
@@ -201,15 +176,6 @@ async fn write_condition(autoscaler: &Autoscaler, ctx: &Context) -> Result<(), E
         .await
         .map(|_| ())
         .map_err(Error::ConditionWriteFailed)
-}
-
-fn error_policy(a: Arc<Autoscaler>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff.next(&a.name_any());
-    let Error::ConditionWriteFailed(e) = error;
-    if !e.is_conflict() {
-        tracing::warn!(autoscaler = %a.name_any(), error = %error, ?delay, "NodePoolReady write failed");
-    }
-    Action::requeue(delay)
 }
 
 #[cfg(test)]

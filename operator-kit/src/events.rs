@@ -22,6 +22,9 @@ use kube::{Client, Resource};
 
 pub use kube::runtime::events::{Event, EventType, Reporter};
 
+/// Reason of the Warning event about an object a watch cannot read (see [`crate::watch`]).
+pub const INVALID_OBJECT: &str = "InvalidObject";
+
 /// How long a published event can still gain a series entry (client-go's and kube's 6 min).
 pub const SERIES_TTL: Duration = Duration::from_secs(6 * 60);
 /// Expired series entries are dropped at most this often.

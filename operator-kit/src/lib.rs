@@ -1,11 +1,12 @@
 //! What both operators share at run time: how they write to objects another
-//! operator also writes (lazy, retry-on-conflict, server-side apply), error
-//! classification, and the backoff that retries use.
+//! operator also writes (lazy, retry-on-conflict, server-side apply), the one way they
+//! watch and run controllers, error classification, and the backoff that retries use.
 #![forbid(unsafe_code)]
 
 pub mod backoff;
 pub mod cli;
 pub mod client;
+pub mod controller;
 pub mod errors;
 pub mod events;
 pub mod http;
