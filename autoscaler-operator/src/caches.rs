@@ -3,8 +3,9 @@
 use operator_kit::watch::{Cache, Index, Watch, Watches, trim_metadata};
 use shared_crd::{Autoscaler, NodePool, POOL_LABEL};
 
-use crate::node::{self, NodeView};
-use crate::pod::{self, PodView};
+use autoscaler_core::node::{self, NodeView};
+use autoscaler_core::pod::{self, PodView};
+use autoscaler_core::routing::{Place, place};
 
 /// The caches of this operator and their indexes.
 #[derive(Clone)]
@@ -15,8 +16,8 @@ pub struct Caches {
     pub pools: Cache<NodePool>,
     /// Pods that are not finished, narrowed to what demand is made of.
     pub pods: Cache<PodView>,
-    /// Those pods by where they are: see [`crate::controller::place`].
-    pub pods_by_place: Index<PodView>,
+    /// Those pods by where they are.
+    pub pods_by_place: Index<PodView, Place>,
     /// The pools' nodes (those with the pool label), narrowed to labels, taints, readiness.
     pub nodes: Cache<NodeView>,
     /// Those nodes by pool.
@@ -28,7 +29,7 @@ impl Caches {
     pub fn watch(watches: &mut Watches) -> Self {
         let autoscalers_by_pool =
             Index::new(|a: &Autoscaler| Some(a.spec.node_pool_ref.name.clone()));
-        let pods_by_place = Index::new(crate::controller::place);
+        let pods_by_place = Index::new(place);
         let nodes_by_pool = Index::new(|n: &NodeView| n.pool().map(str::to_owned));
         Self {
             autoscalers: watches.add(Watch::all().index(&autoscalers_by_pool)),

@@ -4,10 +4,6 @@
 
 pub mod caches;
 pub mod controller;
-pub mod decide;
-pub mod fit;
-pub mod node;
-pub mod pod;
 
 use std::sync::Arc;
 

@@ -16,7 +16,9 @@ use operator_kit::controller::{ReconcileError, Reconciler, Runner, RunnerSetting
 use operator_kit::events::{Event as KubeEvent, EventType, Recorder};
 use operator_kit::watch::hash_of;
 use operator_kit::{Change, WriteError, Writer};
-use shared_crd::{LEGACY_NODEPOOL_FINALIZER, NodePool, condition_type, field_manager};
+use shared_crd::{
+    LEGACY_NODEPOOL_FINALIZER, NodePool, condition_type, event_reason, field_manager,
+};
 
 use crate::caches::Caches;
 use crate::decide::{self, Blocker};
@@ -242,7 +244,8 @@ async fn reconcile_pool(pool: &NodePool, ctx: &Context) -> Result<Action, Error>
             live.len() + acted.created.len()
         );
         tracing::info!(pool = %name, %note, "scaled up");
-        ctx.publish(pool, EventType::Normal, "ScaledUp", note).await;
+        ctx.publish(pool, EventType::Normal, event_reason::SCALED_UP, note)
+            .await;
     }
     if !acted.removed.is_empty() {
         let mut removed: Vec<_> = acted.removed.iter().cloned().collect();
@@ -255,7 +258,7 @@ async fn reconcile_pool(pool: &NodePool, ctx: &Context) -> Result<Action, Error>
             live.len() - removed.len()
         );
         tracing::info!(pool = %name, %note, "scaled down");
-        ctx.publish(pool, EventType::Normal, "ScaledDown", note)
+        ctx.publish(pool, EventType::Normal, event_reason::SCALED_DOWN, note)
             .await;
     }
     Ok(Action::requeue(ctx.settings.resync))

@@ -6,8 +6,12 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResourceList;
 use kube::api::{Api, DeleteParams};
 use kube::{Client, ResourceExt};
+use operator_kit::NotFoundIsDone;
 use serde_json::json;
 use tokio::sync::OnceCell;
+
+/// The cause the API server gives when a PodDisruptionBudget refuses an eviction.
+const DISRUPTION_BUDGET_CAUSE: &str = "DisruptionBudget";
 
 /// Annotation the kubelet puts on a mirror pod (a static pod's API copy).
 const MIRROR_POD: &str = "kubernetes.io/config.mirror";
@@ -83,10 +87,9 @@ impl Evictor {
         .body(serde_json::to_vec(&body).map_err(kube::Error::SerdeError)?)
         .map_err(|e| kube::Error::BuildRequest(kube::core::request::Error::BuildRequest(e)))?;
         match self.client.request::<serde_json::Value>(request).await {
-            Ok(_) => Ok(Eviction::Started),
             Err(kube::Error::Api(s)) if s.code == 429 => Ok(Eviction::Blocked(blocker(&s))),
-            Err(kube::Error::Api(s)) if s.is_not_found() => Ok(Eviction::Started),
-            Err(e) => Err(e),
+            // Gone already, or on its way out.
+            sent => sent.ok_if_not_found().map(|_| Eviction::Started),
         }
     }
 }
@@ -109,7 +112,7 @@ fn blocker(status: &kube::core::Status) -> String {
         .details
         .iter()
         .flat_map(|d| &d.causes)
-        .filter(|c| c.reason == "DisruptionBudget" || c.message.contains("disruption budget"))
+        .filter(|c| c.reason == DISRUPTION_BUDGET_CAUSE || c.message.contains("disruption budget"))
         .map(|c| c.message.as_str())
         .collect();
     if causes.is_empty() {
@@ -123,14 +126,10 @@ fn blocker(status: &kube::core::Status) -> String {
 /// have stopped. A virtual node has no containers to stop.
 pub async fn finish(client: &Client, pod: &Pod) -> Result<(), kube::Error> {
     let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
-    match api
-        .delete(&pod.name_any(), &DeleteParams::default().grace_period(0))
+    api.delete(&pod.name_any(), &DeleteParams::default().grace_period(0))
         .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
-        Err(e) => Err(e),
-    }
+        .ok_if_not_found()
+        .map(|_| ())
 }
 
 #[cfg(test)]

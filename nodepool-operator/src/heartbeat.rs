@@ -18,6 +18,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
+use operator_kit::NotFoundIsDone;
 use serde_json::json;
 use shared_crd::NODE_LEASE_NAMESPACE;
 
@@ -158,14 +159,11 @@ pub fn status_due(
 async fn report(nodes: &Api<Node>, name: &str, condition: &NodeCondition) -> kube::Result<()> {
     // Strategic merge: conditions merge by type, as the kubelet's patches do.
     let patch = json!({"status": {"conditions": [condition]}});
-    match nodes
+    nodes
         .patch_status(name, &PatchParams::default(), &Patch::Strategic(&patch))
         .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
-        Err(e) => Err(e),
-    }
+        .ok_if_not_found()
+        .map(|_| ())
 }
 
 /// Renews the node's Lease, creating it the first time (or after someone deleted it).
@@ -177,13 +175,12 @@ async fn renew(
 ) -> kube::Result<()> {
     let now = MicroTime(Timestamp::now());
     let patch = json!({"spec": {"renewTime": now}});
-    match leases
+    let renewed = leases
         .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-    {
-        Ok(_) => return Ok(()),
-        Err(kube::Error::Api(s)) if s.is_not_found() => {}
-        Err(e) => return Err(e),
+        .ok_if_not_found()?;
+    if renewed.is_some() {
+        return Ok(());
     }
     let lease = Lease {
         metadata: ObjectMeta {

@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
+use operator_kit::NotFoundIsDone;
 use serde_json::{Value, json};
 
 /// Whether `pod` waits for its kubelet: bound, not on its way out, not started or ended.
@@ -80,18 +81,14 @@ pub fn running_status(pod: &Pod, node: &Node, now: Timestamp) -> Value {
 pub async fn start(client: &Client, pod: &Pod, node: &Node) -> Result<(), kube::Error> {
     let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
     let patch = running_status(pod, node, Timestamp::now());
-    match api
-        .patch_status(
-            &pod.name_any(),
-            &PatchParams::default(),
-            &Patch::Strategic(&patch),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
-        Err(e) => Err(e),
-    }
+    api.patch_status(
+        &pod.name_any(),
+        &PatchParams::default(),
+        &Patch::Strategic(&patch),
+    )
+    .await
+    .ok_if_not_found()
+    .map(|_| ())
 }
 
 #[cfg(test)]

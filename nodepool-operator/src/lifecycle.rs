@@ -23,11 +23,13 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
+use operator_kit::NotFoundIsDone;
 use operator_kit::controller::{ReconcileError, Reconciler, Runner, RunnerSettings};
 use operator_kit::events::{Event as KubeEvent, EventType, Recorder};
 use operator_kit::watch::hash_of;
 use serde_json::json;
-use shared_crd::{NODE_LEASE_NAMESPACE, NodePool, TERMINATION_FINALIZER};
+use shared_crd::node_condition::DRAIN_BLOCKED;
+use shared_crd::{NODE_LEASE_NAMESPACE, NodePool, TERMINATION_FINALIZER, event_reason, reason};
 
 use crate::caches::Caches;
 use crate::decide::is_ready;
@@ -221,10 +223,16 @@ async fn reconcile_node(node: &Node, ctx: &Context) -> Result<Action, Error> {
     let Some(deleted_at) = node.metadata.deletion_timestamp.as_ref() else {
         if is_orphaned(node, ctx) && orphan_confirmed(node, ctx).await? {
             let nodes: Api<Node> = Api::all(ctx.client.clone());
-            match nodes.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => tracing::info!(node = %name, "deleting node: its pool is gone"),
-                Err(kube::Error::Api(s)) if s.is_not_found() => {}
-                Err(source) => return Err(Error::OrphanDeletionFailed { node: name, source }),
+            let deleted = nodes
+                .delete(&name, &DeleteParams::default())
+                .await
+                .ok_if_not_found()
+                .map_err(|source| Error::OrphanDeletionFailed {
+                    node: name.clone(),
+                    source,
+                })?;
+            if deleted.is_some() {
+                tracing::info!(node = %name, "deleting node: its pool is gone");
             }
         }
         return Ok(Action::await_change());
@@ -237,13 +245,16 @@ async fn reconcile_node(node: &Node, ctx: &Context) -> Result<Action, Error> {
     if node.spec.as_ref().and_then(|s| s.unschedulable) != Some(true) {
         let nodes: Api<Node> = Api::all(ctx.client.clone());
         let patch = json!({"spec": {"unschedulable": true}});
-        match nodes
+        let cordoned = nodes
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.is_not_found() => return Ok(Action::await_change()),
-            Err(source) => return Err(Error::CordonFailed { node: name, source }),
+            .ok_if_not_found()
+            .map_err(|source| Error::CordonFailed {
+                node: name.clone(),
+                source,
+            })?;
+        if cordoned.is_none() {
+            return Ok(Action::await_change());
         }
     }
     let remaining: Vec<&Arc<Pod>> = pods
@@ -261,7 +272,14 @@ async fn reconcile_node(node: &Node, ctx: &Context) -> Result<Action, Error> {
                 remaining.len(),
                 grace.as_secs()
             );
-            publish(ctx, node, EventType::Warning, "NodeDrainForced", note).await;
+            publish(
+                ctx,
+                node,
+                EventType::Warning,
+                event_reason::NODE_DRAIN_FORCED,
+                note,
+            )
+            .await;
         } else {
             return evict(ctx, node, &remaining, elapsed, force_after).await;
         }
@@ -271,11 +289,14 @@ async fn reconcile_node(node: &Node, ctx: &Context) -> Result<Action, Error> {
         finish(ctx, pod).await?;
     }
     let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), NODE_LEASE_NAMESPACE);
-    match leases.delete(&name, &DeleteParams::default()).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.is_not_found() => {}
-        Err(source) => return Err(Error::LeaseDeletionFailed { node: name, source }),
-    }
+    leases
+        .delete(&name, &DeleteParams::default())
+        .await
+        .ok_if_not_found()
+        .map_err(|source| Error::LeaseDeletionFailed {
+            node: name.clone(),
+            source,
+        })?;
     remove_finalizer(ctx, node).await?;
     tracing::info!(node = %name, drained_in = ?elapsed, "node drained and removed");
     Ok(Action::await_change())
@@ -283,9 +304,6 @@ async fn reconcile_node(node: &Node, ctx: &Context) -> Result<Action, Error> {
 
 /// How often a drain that budgets block tries again (`kubectl drain` tries every 5 s).
 const EVICTION_RETRY: Duration = Duration::from_secs(10);
-
-/// Node condition a drain that PodDisruptionBudgets block past the drain timeout shows.
-pub const DRAIN_BLOCKED: &str = "DrainBlocked";
 
 /// One drain step: evicts what is left. Evicted pods come back as pod events (their
 /// deletion, then their end); refused ones are tried again every [`EVICTION_RETRY`], and
@@ -356,7 +374,7 @@ async fn report_blocked(ctx: &Context, node: &Node, blocked: &[String]) -> Resul
         .and_then(|c| c.iter().find(|c| c.type_ == DRAIN_BLOCKED));
     if current.is_some_and(|c| {
         c.status == "True"
-            && c.reason.as_deref() == Some("DisruptionBudget")
+            && c.reason.as_deref() == Some(reason::DISRUPTION_BUDGET)
             && c.message.as_deref() == Some(message.as_str())
     }) {
         return Ok(());
@@ -365,7 +383,7 @@ async fn report_blocked(ctx: &Context, node: &Node, blocked: &[String]) -> Resul
     let condition = NodeCondition {
         type_: DRAIN_BLOCKED.into(),
         status: "True".into(),
-        reason: Some("DisruptionBudget".into()),
+        reason: Some(reason::DISRUPTION_BUDGET.into()),
         message: Some(message.clone()),
         last_heartbeat_time: Some(now.clone()),
         last_transition_time: Some(
@@ -378,20 +396,30 @@ async fn report_blocked(ctx: &Context, node: &Node, blocked: &[String]) -> Resul
     // Strategic merge: conditions merge by type, beside the heartbeat's Ready.
     let patch = json!({"status": {"conditions": [condition]}});
     let nodes: Api<Node> = Api::all(ctx.client.clone());
-    match nodes
+    let reported = nodes
         .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
         .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.is_not_found() => return Ok(()),
-        Err(source) => return Err(Error::ConditionFailed { node: name, source }),
+        .ok_if_not_found()
+        .map_err(|source| Error::ConditionFailed {
+            node: name.clone(),
+            source,
+        })?;
+    if reported.is_none() {
+        return Ok(());
     }
     let note = format!(
         "node {name}: {message}; retrying every {}s. Set the pool's \
          spec.template.terminationGracePeriodSeconds to delete them anyway.",
         EVICTION_RETRY.as_secs()
     );
-    publish(ctx, node, EventType::Warning, "DrainBlocked", note).await;
+    publish(
+        ctx,
+        node,
+        EventType::Warning,
+        event_reason::DRAIN_BLOCKED,
+        note,
+    )
+    .await;
     Ok(())
 }
 
@@ -468,21 +496,19 @@ async fn finish(ctx: &Context, pod: &Pod) -> Result<(), Error> {
 async fn remove_finalizer(ctx: &Context, node: &Node) -> Result<(), Error> {
     let patch = crate::finalizer_removal(node.finalizers(), TERMINATION_FINALIZER);
     let nodes: Api<Node> = Api::all(ctx.client.clone());
-    match nodes
+    nodes
         .patch(
             &node.name_any(),
             &PatchParams::default(),
             &Patch::Json::<()>(patch),
         )
         .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
-        Err(source) => Err(Error::FinalizerRemovalFailed {
+        .ok_if_not_found()
+        .map(|_| ())
+        .map_err(|source| Error::FinalizerRemovalFailed {
             node: node.name_any(),
             source,
-        }),
-    }
+        })
 }
 
 fn pod_key(pod: &Pod) -> String {

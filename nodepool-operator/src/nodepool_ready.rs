@@ -11,7 +11,7 @@ use kube::{Client, ResourceExt};
 use operator_kit::controller::{ReconcileError, Reconciler, Runner, RunnerSettings};
 use operator_kit::watch::hash_of;
 use operator_kit::{Change, WriteError, Writer};
-use serde_json::json;
+use serde::Serialize;
 use shared_crd::condition::{self, Condition, ConditionStatus};
 use shared_crd::{Autoscaler, NodePool, condition_type, reason};
 
@@ -151,6 +151,12 @@ fn pool_readiness(pool: &NodePool) -> u64 {
     hash_of(&(pool.metadata.deletion_timestamp.is_some(), blocking))
 }
 
+/// This operator's one field of an Autoscaler's status: its entry in `conditions`.
+#[derive(Serialize)]
+struct ReadyStatus {
+    conditions: [Condition; 1],
+}
+
 async fn write_condition(autoscaler: &Autoscaler, ctx: &Context) -> Result<(), Error> {
     let pool_name = &autoscaler.spec.node_pool_ref.name;
     let pool = ctx.caches.pools.get(&ObjectRef::new(pool_name));
@@ -167,12 +173,11 @@ async fn write_condition(autoscaler: &Autoscaler, ctx: &Context) -> Result<(), E
         .unwrap_or_default();
     let wanted = condition::carry_transition_time(wanted, shown);
     let api: Api<Autoscaler> = Api::all(ctx.client.clone());
+    let change = Change::status(&ReadyStatus {
+        conditions: [wanted],
+    });
     ctx.writer
-        .write(
-            &api,
-            autoscaler,
-            &Change::status(&json!({"conditions": [wanted]})),
-        )
+        .write(&api, autoscaler, &change)
         .await
         .map(|_| ())
         .map_err(Error::ConditionWriteFailed)

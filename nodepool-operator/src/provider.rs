@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
+use operator_kit::NotFoundIsDone;
 use shared_crd::{NodePool, POOL_LABEL, TERMINATION_FINALIZER};
 
 /// `spec.providerID` prefix of the virtual provider's nodes.
@@ -191,9 +192,13 @@ impl Provider for VirtualProvider {
     fn delete<'a>(&'a self, node: &'a Node) -> BoxFuture<'a, Result<(), ProviderError>> {
         Box::pin(async move {
             let name = node.name_any();
-            match self.nodes.delete(&name, &DeleteParams::default()).await {
+            match self
+                .nodes
+                .delete(&name, &DeleteParams::default())
+                .await
+                .ok_if_not_found()
+            {
                 Ok(_) => Ok(()),
-                Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
                 Err(source) => Err(ProviderError::DeleteFailed { name, source }),
             }
         })

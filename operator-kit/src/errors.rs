@@ -67,6 +67,24 @@ pub fn classify(err: &Error) -> ErrorClass {
     }
 }
 
+/// The result of a request for which NotFound means the work is done: the delete of what
+/// is gone already, the patch of what went meanwhile. One way to say it, instead of a
+/// match on the status at every call.
+pub trait NotFoundIsDone<T> {
+    /// `Some` with the response, `None` when the object was not found, or the error.
+    fn ok_if_not_found(self) -> Result<Option<T>, Error>;
+}
+
+impl<T> NotFoundIsDone<T> for Result<T, Error> {
+    fn ok_if_not_found(self) -> Result<Option<T>, Error> {
+        match self {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if classify(&e) == ErrorClass::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +101,15 @@ mod tests {
             classify(&api(409, "AlreadyExists")),
             ErrorClass::AlreadyExists
         );
+    }
+
+    #[test]
+    fn not_found_is_done_and_every_other_error_is_not() {
+        assert_eq!(Ok::<_, Error>(1).ok_if_not_found().unwrap(), Some(1));
+        let gone: Result<i32, Error> = Err(api(404, "NotFound"));
+        assert_eq!(gone.ok_if_not_found().unwrap(), None);
+        let refused: Result<i32, Error> = Err(api(403, "Forbidden"));
+        assert!(refused.ok_if_not_found().is_err());
     }
 
     #[test]

@@ -20,6 +20,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
 
+use crate::errors::NotFoundIsDone;
+
 pub use kube::runtime::events::{Event, EventType, Reporter};
 
 /// Reason of the Warning event about an object a watch cannot read (see [`crate::watch`]).
@@ -167,16 +169,15 @@ impl Recorder {
             let patch = serde_json::json!({
                 "series": {"count": count, "lastObservedTime": time},
             });
-            match api
+            let patched = api
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
-            {
-                Ok(_) => return Ok(()),
-                // The first one expired on the server (its TTL is an hour by default, but it
-                // can be shorter): start a new series.
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(e),
+                .ok_if_not_found()?;
+            if patched.is_some() {
+                return Ok(());
             }
+            // The first one expired on the server (its TTL is an hour by default, but it
+            // can be shorter): start a new series.
         }
         let namespace = regarding.namespace.as_deref().unwrap_or("default");
         let name = format!(

@@ -20,5 +20,5 @@ pub mod watch;
 pub mod write;
 
 pub use backoff::{Backoff, ErrorBackoff};
-pub use errors::{ErrorClass, classify};
+pub use errors::{ErrorClass, NotFoundIsDone, classify};
 pub use write::{Change, ConflictStrategy, Target, WriteError, WriteOutcome, Writer};

@@ -92,11 +92,12 @@ impl Change {
         }
     }
 
-    /// A change of the object itself.
-    pub fn main(body: Value) -> Self {
+    /// A change of the object itself to `body`, a partial object such as
+    /// `{"spec": {"replicas": 3}}` (serialised; `None` fields left out).
+    pub fn main(body: &impl Serialize) -> Self {
         Self {
             target: Target::Main,
-            body,
+            body: serde_json::to_value(body).expect("a change is JSON"),
             field_manager: None,
         }
     }
@@ -198,10 +199,6 @@ impl Writer {
 
     pub fn strategy(&self) -> ConflictStrategy {
         self.strategy
-    }
-
-    pub fn field_manager(&self) -> &str {
-        &self.field_manager
     }
 
     /// Writes `change` to the object `cached` (a copy from the reflector cache).

@@ -14,7 +14,7 @@ use shared_crd::{NodePool, field_manager};
 
 /// The autoscaler's change: `spec.replicas = n` (and nothing else).
 fn replicas_change(n: i32) -> Change {
-    Change::main(json!({"spec": {"replicas": n}}))
+    Change::main(&json!({"spec": {"replicas": n}}))
 }
 
 /// Creates a pool and returns it as a reader's cache would hold it, after which

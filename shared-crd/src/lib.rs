@@ -69,23 +69,63 @@ pub mod condition_type {
     pub const NODEPOOL_READY: &str = "NodePoolReady";
 }
 
+/// Condition types of the Nodes nodepool-operator makes.
+pub mod node_condition {
+    /// A drain that PodDisruptionBudgets block past the drain timeout.
+    pub const DRAIN_BLOCKED: &str = "DrainBlocked";
+}
+
 /// Condition reasons (CamelCase, as Kubernetes expects).
 pub mod reason {
+    // NodePool `Ready` and `Scaling` (nodepool-operator).
+    pub const NODES_READY: &str = "NodesReady";
+    pub const NODES_NOT_READY: &str = "NodesNotReady";
     pub const SCALING_UP: &str = "ScalingUp";
     pub const SCALING_DOWN: &str = "ScalingDown";
     pub const STABLE: &str = "Stable";
-    pub const NODES_READY: &str = "NodesReady";
-    pub const NODES_NOT_READY: &str = "NodesNotReady";
+    /// `--max-nodes` holds part of the pool back (also carried to `NodePoolReady`).
     pub const AT_QUOTA: &str = "AtQuota";
     pub const PROVIDER_ERROR: &str = "ProviderError";
-    pub const DELETING: &str = "Deleting";
-    pub const NOT_FOUND: &str = "NotFound";
+    /// The object's spec cannot be acted on; the message says which field and why.
     pub const INVALID_SPEC: &str = "InvalidSpec";
-    pub const PAUSED: &str = "Paused";
-    pub const SCALING_LIMITED: &str = "ScalingLimited";
-    /// Autoscaler (autoscaler-operator): whether every pod that wants the pool fits on
-    /// one of its nodes. False (`PodTooLarge`) names the pods no number of nodes can run.
-    pub const PODS_FIT: &str = "PodsFit";
-    pub const WITHIN_BOUNDS: &str = "WithinBounds";
+
+    // Autoscaler `NodePoolReady` (nodepool-operator).
     pub const READY: &str = "Ready";
+    pub const NOT_FOUND: &str = "NotFound";
+    pub const DELETING: &str = "Deleting";
+
+    // Autoscaler `Active`, `AbleToScale`, `ScalingLimited`, `PodsFit` (autoscaler-operator).
+    pub const RECOMMENDING: &str = "Recommending";
+    pub const PAUSED: &str = "Paused";
+    pub const READY_FOR_NEW_SCALE: &str = "ReadyForNewScale";
+    /// Another Autoscaler, older (then first by name), targets the same pool.
+    pub const POOL_ALREADY_TARGETED: &str = "PoolAlreadyTargeted";
+    /// The target pool's template cannot be read (its capacity).
+    pub const INVALID_NODE_POOL: &str = "InvalidNodePool";
+    pub const WITHIN_BOUNDS: &str = "WithinBounds";
+    /// The decision is above `maxReplicas`.
+    pub const TOO_MANY_REPLICAS: &str = "TooManyReplicas";
+    /// The decision is below `minReplicas`.
+    pub const TOO_FEW_REPLICAS: &str = "TooFewReplicas";
+    pub const ALL_FIT: &str = "AllFit";
+    /// A pod asks more of one resource than a node of the pool offers.
+    pub const POD_TOO_LARGE: &str = "PodTooLarge";
+    /// A pod names the pool, but its node selector, required node affinity or
+    /// tolerations rule the pool's nodes out.
+    pub const POD_DOES_NOT_MATCH: &str = "PodDoesNotMatch";
+
+    // Node `DrainBlocked` (nodepool-operator).
+    pub const DISRUPTION_BUDGET: &str = "DisruptionBudget";
+}
+
+/// Reasons of the events the operators publish.
+pub mod event_reason {
+    pub const SCALED_UP: &str = "ScaledUp";
+    pub const SCALED_DOWN: &str = "ScaledDown";
+    /// Autoscaler: the decision was clamped or held back (the condition `ScalingLimited`).
+    pub const SCALING_LIMITED: &str = "ScalingLimited";
+    /// Node: its drain is blocked by PodDisruptionBudgets past the drain timeout.
+    pub const DRAIN_BLOCKED: &str = "DrainBlocked";
+    /// Node: the pool's `terminationGracePeriodSeconds` passed; its pods are deleted.
+    pub const NODE_DRAIN_FORCED: &str = "NodeDrainForced";
 }

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use super::fanout::{Fanout, Subscriptions};
 use super::guard::{Guarded, guarded};
-use super::index::{Index, feed_indexes};
+use super::index::{Feed, Index, feed_indexes};
 use crate::events::Recorder;
 use crate::http::Readiness;
 use crate::leader::Leadership;
@@ -22,10 +22,10 @@ use crate::leader::Leadership;
 pub struct Watch<K: Resource> {
     config: watcher::Config,
     trim: fn(&mut K),
-    indexes: Vec<Index<K>>,
+    indexes: Vec<Feed<K>>,
 }
 
-impl<K: Resource<DynamicType = ()> + Clone> Watch<K> {
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Watch<K> {
     /// Every object of the kind, cluster-wide, trimmed by [`super::trim_metadata`].
     pub fn all() -> Self {
         Self {
@@ -54,8 +54,11 @@ impl<K: Resource<DynamicType = ()> + Clone> Watch<K> {
     }
 
     /// Keeps `index` up to date with the cache.
-    pub fn index(mut self, index: &Index<K>) -> Self {
-        self.indexes.push(index.clone());
+    pub fn index<Q>(mut self, index: &Index<K, Q>) -> Self
+    where
+        Q: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+    {
+        self.indexes.push(index.feed());
         self
     }
 }

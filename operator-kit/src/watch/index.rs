@@ -1,4 +1,5 @@
 //! Secondary indexes of a cache, fed by the same watch events as the store.
+use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::{Arc, RwLock};
@@ -9,15 +10,17 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 
 /// A secondary index of one cache: object references by a key derived from each object
-/// (nodes by pool, pods by node...), fed by the same watch events as the store, with the
-/// same relist semantics (a relist builds a new index and swaps it in when complete). It
-/// holds references, not objects: the store stays the one copy.
-pub struct Index<K: Resource> {
-    inner: Arc<RwLock<IndexInner<K>>>,
-    key: fn(&K) -> Option<String>,
+/// (nodes by pool, pods by where they are...), fed by the same watch events as the store,
+/// with the same relist semantics (a relist builds a new index and swaps it in when
+/// complete). It holds references, not objects: the store stays the one copy. The key is a
+/// type of its own where it is more than a name (an enum of places, say), so that it is
+/// built in one place only.
+pub struct Index<K: Resource, Q = String> {
+    inner: Arc<RwLock<IndexInner<K, Q>>>,
+    key: fn(&K) -> Option<Q>,
 }
 
-impl<K: Resource> Clone for Index<K> {
+impl<K: Resource, Q> Clone for Index<K, Q> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -26,17 +29,17 @@ impl<K: Resource> Clone for Index<K> {
     }
 }
 
-struct IndexInner<K: Resource> {
-    live: Keyed<K>,
-    relist: Option<Keyed<K>>,
+struct IndexInner<K: Resource, Q> {
+    live: Keyed<K, Q>,
+    relist: Option<Keyed<K, Q>>,
 }
 
-struct Keyed<K: Resource> {
-    by_key: HashMap<String, HashSet<ObjectRef<K>>>,
-    key_of: HashMap<ObjectRef<K>, String>,
+struct Keyed<K: Resource, Q> {
+    by_key: HashMap<Q, HashSet<ObjectRef<K>>>,
+    key_of: HashMap<ObjectRef<K>, Q>,
 }
 
-impl<K: Resource> Default for Keyed<K>
+impl<K: Resource, Q> Default for Keyed<K, Q>
 where
     K::DynamicType: Eq + Hash + Clone,
 {
@@ -48,7 +51,7 @@ where
     }
 }
 
-impl<K: Resource> Keyed<K>
+impl<K: Resource, Q: Hash + Eq + Clone> Keyed<K, Q>
 where
     K::DynamicType: Eq + Hash + Clone,
 {
@@ -63,7 +66,7 @@ where
         }
     }
 
-    fn insert(&mut self, obj_ref: ObjectRef<K>, key: Option<String>) {
+    fn insert(&mut self, obj_ref: ObjectRef<K>, key: Option<Q>) {
         self.remove(&obj_ref);
         if let Some(key) = key {
             self.by_key
@@ -75,11 +78,12 @@ where
     }
 }
 
-impl<K> Index<K>
+impl<K, Q> Index<K, Q>
 where
     K: Resource<DynamicType = ()> + Clone,
+    Q: Hash + Eq + Clone,
 {
-    pub fn new(key: fn(&K) -> Option<String>) -> Self {
+    pub fn new(key: fn(&K) -> Option<Q>) -> Self {
         Self {
             inner: Arc::new(RwLock::new(IndexInner {
                 live: Keyed::default(),
@@ -114,7 +118,11 @@ where
     }
 
     /// The references under `key`.
-    pub fn get(&self, key: &str) -> Vec<ObjectRef<K>> {
+    pub fn get<B>(&self, key: &B) -> Vec<ObjectRef<K>>
+    where
+        Q: Borrow<B>,
+        B: Hash + Eq + ?Sized,
+    {
         let inner = self.inner.read().expect("not poisoned");
         inner
             .live
@@ -125,12 +133,20 @@ where
     }
 
     /// The objects under `key`, from `store`.
-    pub fn objects(&self, key: &str, store: &Store<K>) -> Vec<Arc<K>> {
+    pub fn objects<B>(&self, key: &B, store: &Store<K>) -> Vec<Arc<K>>
+    where
+        Q: Borrow<B>,
+        B: Hash + Eq + ?Sized,
+    {
         self.get(key).iter().filter_map(|r| store.get(r)).collect()
     }
 
     /// How many objects are under `key`.
-    pub fn count(&self, key: &str) -> usize {
+    pub fn count<B>(&self, key: &B) -> usize
+    where
+        Q: Borrow<B>,
+        B: Hash + Eq + ?Sized,
+    {
         let inner = self.inner.read().expect("not poisoned");
         inner.live.by_key.get(key).map_or(0, HashSet::len)
     }
@@ -145,16 +161,31 @@ where
     }
 
     /// Every key.
-    pub fn keys(&self) -> Vec<String> {
+    pub fn keys(&self) -> Vec<Q> {
         let inner = self.inner.read().expect("not poisoned");
         inner.live.by_key.keys().cloned().collect()
     }
 }
 
-/// Passes `events` through `indexes`, updating each with every event.
+/// What keeps an index up to date with one watch's events.
+pub type Feed<K> = Box<dyn Fn(&watcher::Event<K>) + Send + Sync>;
+
+impl<K, Q> Index<K, Q>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+    Q: Hash + Eq + Clone + Send + Sync + 'static,
+{
+    /// The feed of this index, for [`feed_indexes`].
+    pub fn feed(&self) -> Feed<K> {
+        let index = self.clone();
+        Box::new(move |event| index.apply(event))
+    }
+}
+
+/// Passes `events` through `feeds`, updating each index with every event.
 pub fn feed_indexes<K, S>(
     events: S,
-    indexes: Vec<Index<K>>,
+    feeds: Vec<Feed<K>>,
 ) -> impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send
 where
     K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
@@ -162,8 +193,8 @@ where
 {
     events.inspect(move |event| {
         if let Ok(event) = event {
-            for index in &indexes {
-                index.apply(event);
+            for feed in &feeds {
+                feed(event);
             }
         }
     })

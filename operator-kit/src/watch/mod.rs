@@ -15,7 +15,7 @@ mod predicate;
 pub use caches::{Cache, Watch, Watches};
 pub use fanout::{Fanout, Subscriptions};
 pub use guard::{Guarded, Unreadable, guarded};
-pub use index::{Index, feed_indexes};
+pub use index::{Feed, Index, feed_indexes};
 pub use predicate::{changed_or_deleted, hash_of};
 
 /// Drops what no reconcile reads from a cached object: `managedFields` and kubectl's

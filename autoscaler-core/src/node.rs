@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use k8s_openapi::api::core::v1::Taint;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::Resource;
+use kube_core::Resource;
 use serde::{Deserialize, Serialize};
 use shared_crd::POOL_LABEL;
 

@@ -18,9 +18,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm, Taint, Toleration};
 use shared_crd::NodePool;
 
-use crate::decide::{Capacity, Demand};
 use crate::node::NodeView;
 use crate::pod::PodView;
+use crate::resources::{Capacity, Demand};
 
 /// What the nodes of a pool look like to the scheduler's filters.
 #[derive(Clone, Debug, PartialEq)]
@@ -293,7 +293,7 @@ pub fn nodes_to_hold(nodes: &[NodeLoad], pending: &[Demand], capacity: Capacity)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::tests::{NODE, cpu};
+    use crate::resources::tests::{NODE, cpu};
     use serde_json::json;
 
     fn pod(spec: serde_json::Value) -> PodView {

@@ -1,0 +1,412 @@
+//! The HPA's decision, per pool: the recommendation per resource, stabilization windows
+//! and steps, clamping, and the limits (paused, pool at quota).
+use shared_crd::{AutoscalerSpec, reason};
+
+use crate::demand::PoolDemand;
+use crate::resources::{Capacity, Demand, GI, round};
+
+/// Nodes needed for `demand` at `target_utilization` percent, by the scarcest resource,
+/// with the sentence that explains it.
+pub fn nodes_needed(demand: Demand, capacity: Capacity, target_utilization: i32) -> (i32, String) {
+    let target = f64::from(target_utilization.clamp(1, 100)) / 100.0;
+    let per = |d: f64, c: f64| (d / (c * target) - 1e-9).ceil().max(0.0) as i32;
+    let candidates = [
+        (
+            per(demand.cpu, capacity.cpu),
+            format!(
+                "cpu demand {} cores / ({} cores x {}%)",
+                round(demand.cpu),
+                round(capacity.cpu),
+                target_utilization
+            ),
+        ),
+        (
+            per(demand.memory, capacity.memory),
+            format!(
+                "memory demand {}Gi / ({}Gi x {}%)",
+                round(demand.memory / GI),
+                round(capacity.memory / GI),
+                target_utilization
+            ),
+        ),
+        (
+            per(demand.pods, capacity.pods),
+            format!(
+                "{} pods / ({} pods x {}%)",
+                demand.pods, capacity.pods, target_utilization
+            ),
+        ),
+    ];
+    let (n, why) = candidates
+        .into_iter()
+        .max_by_key(|(n, _)| *n)
+        .expect("three candidates");
+    (n, format!("{why} -> {n} nodes"))
+}
+
+/// One past recommendation, for the stabilization windows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recommendation {
+    /// Seconds (any monotonic origin).
+    pub at: i64,
+    pub replicas: i32,
+}
+
+/// What to do.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// The size to ask of the pool.
+    pub desired: i32,
+    /// Clamped recommendation before stabilization and steps.
+    pub recommendation: i32,
+    /// Human-readable reason (the Autoscaler's `lastDecision`).
+    pub explanation: String,
+    /// Why `desired` is not simply the recommendation, if so: (reason, message).
+    pub limited: Option<(&'static str, String)>,
+    /// When the decision may change with time alone (a window is holding it back).
+    pub recheck_in_seconds: Option<i64>,
+}
+
+/// Everything a decision depends on.
+pub struct Inputs<'a> {
+    pub spec: &'a AutoscalerSpec,
+    pub demand: &'a PoolDemand,
+    pub capacity: Capacity,
+    /// The pool's current `spec.replicas` (the size asked for).
+    pub current: i32,
+    /// Nodes the pool has (`status.replicas`): steps count from what exists, so a
+    /// `maxStep` of 1 removes nodes one by one however often decisions run.
+    pub existing: i32,
+    /// nodepool-operator says the pool is at its provider quota.
+    pub pool_at_quota: bool,
+    /// Earlier recommendations (oldest first), not including this one.
+    pub history: &'a [Recommendation],
+    pub now: i64,
+}
+
+/// The HPA's algorithm, per pool: recommend, stabilize (scale up to the lowest and down to
+/// the highest recommendation of each window), limit the step, clamp, hold when paused or
+/// when the pool cannot get more nodes.
+pub fn decide(input: &Inputs) -> Decision {
+    let spec = input.spec;
+    let (mut raw, mut why) = nodes_needed(
+        input.demand.total(),
+        input.capacity,
+        spec.target_utilization,
+    );
+    let placement = &input.demand.placement;
+    if placement.nodes > raw {
+        // The requests fit fewer nodes than the pods do, one by one.
+        raw = placement.nodes;
+        why += &format!("; but {} -> {raw} nodes", placement.why);
+    }
+    let recommendation = raw.clamp(spec.min_replicas, spec.max_replicas);
+    let mut explanation = format!("{}; {why}", input.demand.summary());
+    let mut limited = None;
+    if recommendation != raw {
+        explanation += &format!(
+            ", clamped to {recommendation} (min {}, max {})",
+            spec.min_replicas, spec.max_replicas
+        );
+        limited = Some((
+            if raw > spec.max_replicas {
+                reason::TOO_MANY_REPLICAS
+            } else {
+                reason::TOO_FEW_REPLICAS
+            },
+            format!(
+                "{raw} nodes needed, limited to [{}, {}]",
+                spec.min_replicas, spec.max_replicas
+            ),
+        ));
+    }
+
+    let window = |seconds: i32| {
+        let since = input.now - i64::from(seconds);
+        input
+            .history
+            .iter()
+            .filter(move |r| r.at > since)
+            .map(|r| r.replicas)
+            .chain(std::iter::once(recommendation))
+    };
+    let up_to = window(spec.behavior.scale_up.stabilization_window_seconds)
+        .min()
+        .unwrap_or(recommendation);
+    let down_to = window(spec.behavior.scale_down.stabilization_window_seconds)
+        .max()
+        .unwrap_or(recommendation);
+    let current = input.current;
+    let mut recheck = None;
+    let mut desired = if current < up_to {
+        up_to
+    } else if current > down_to {
+        down_to
+    } else {
+        current
+    };
+    if desired != recommendation {
+        // A window holds the change back; it can move once the oldest entry ages out.
+        let oldest_in = |seconds: i32| {
+            input
+                .history
+                .iter()
+                .filter(|r| r.at > input.now - i64::from(seconds))
+                .map(|r| r.at + i64::from(seconds) - input.now)
+                .min()
+        };
+        recheck = if recommendation < current {
+            oldest_in(spec.behavior.scale_down.stabilization_window_seconds)
+        } else {
+            oldest_in(spec.behavior.scale_up.stabilization_window_seconds)
+        };
+        explanation += &format!("; stabilized at {desired}");
+    }
+    let (up_step, down_step) = (
+        spec.behavior.scale_up.max_step,
+        spec.behavior.scale_down.max_step,
+    );
+    // Steps count from the nodes that exist, never undoing what was already asked.
+    let highest = (input.existing + up_step).max(current);
+    let lowest = (input.existing - down_step).min(current);
+    if desired > highest {
+        desired = highest;
+        explanation += &format!("; step limited to +{up_step}");
+        recheck = Some(1);
+    } else if desired < lowest {
+        desired = lowest;
+        explanation += &format!("; step limited to -{down_step}");
+        recheck = Some(1);
+    }
+    desired = desired.clamp(spec.min_replicas, spec.max_replicas);
+
+    if input.pool_at_quota && desired > current {
+        // Asking for more than the pool can get only makes the two operators fight; asking
+        // for less would clear AtQuota and ask again next time: hold the current request.
+        explanation += &format!("; pool at quota, holding at {current}");
+        limited = Some((
+            reason::AT_QUOTA,
+            format!("the pool is at its provider quota; holding at {current} instead of {desired}"),
+        ));
+        desired = current;
+        recheck = None;
+    }
+    if spec.paused {
+        explanation = format!("paused; would ask for {desired}");
+        limited = Some((reason::PAUSED, format!("paused; would ask for {desired}")));
+        desired = current;
+        recheck = None;
+    }
+    Decision {
+        desired,
+        recommendation,
+        explanation,
+        limited,
+        recheck_in_seconds: recheck,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::resources::tests::{NODE, cpu};
+    use shared_crd::{NodePoolRef, ScalingBehavior, ScalingRules};
+
+    pub(crate) fn spec(min: i32, max: i32) -> AutoscalerSpec {
+        AutoscalerSpec {
+            node_pool_ref: NodePoolRef { name: "p".into() },
+            min_replicas: min,
+            max_replicas: max,
+            target_utilization: 80,
+            behavior: ScalingBehavior {
+                scale_up: ScalingRules {
+                    stabilization_window_seconds: 0,
+                    max_step: 10,
+                },
+                scale_down: ScalingRules {
+                    stabilization_window_seconds: 0,
+                    max_step: 10,
+                },
+            },
+            paused: false,
+        }
+    }
+
+    /// Demand of pods bound to the pool, which pack as well as the sum says.
+    fn used(usage: Demand) -> PoolDemand {
+        PoolDemand {
+            usage,
+            ..PoolDemand::default()
+        }
+    }
+
+    fn run(
+        spec: &AutoscalerSpec,
+        demand: Demand,
+        current: i32,
+        history: &[Recommendation],
+        now: i64,
+    ) -> Decision {
+        decide(&Inputs {
+            spec,
+            demand: &used(demand),
+            capacity: NODE,
+            current,
+            existing: current,
+            pool_at_quota: false,
+            history,
+            now,
+        })
+    }
+
+    #[test]
+    fn utilization_math_per_resource() {
+        // (demand, expected nodes): 2 cores x 80% = 1.6 usable cores per node.
+        let table = [
+            (Demand::default(), 0),
+            (cpu(0.0), 1), // one pod needs a node even with no requests
+            (cpu(1.6), 1),
+            (cpu(1.7), 2),
+            (cpu(5.5), 4),
+            (
+                Demand {
+                    cpu: 0.1,
+                    memory: 20.0 * GI,
+                    pods: 1.0,
+                },
+                4,
+            ), // 6.4Gi usable per node
+            (
+                Demand {
+                    cpu: 0.1,
+                    memory: 0.0,
+                    pods: 200.0,
+                },
+                3,
+            ), // 88 pods usable per node
+        ];
+        for (demand, want) in table {
+            assert_eq!(nodes_needed(demand, NODE, 80).0, want, "{demand:?}");
+        }
+        let (_, why) = nodes_needed(cpu(5.5), NODE, 80);
+        assert_eq!(why, "cpu demand 5.5 cores / (2 cores x 80%) -> 4 nodes");
+    }
+
+    #[test]
+    fn recommendations_are_clamped_to_min_and_max() {
+        let d = run(&spec(2, 3), cpu(0.0), 2, &[], 0);
+        assert_eq!(
+            (d.desired, d.limited.map(|l| l.0)),
+            (2, Some("TooFewReplicas"))
+        );
+        let d = run(&spec(1, 3), cpu(100.0), 1, &[], 0);
+        assert_eq!(
+            (d.desired, d.limited.map(|l| l.0)),
+            (3, Some("TooManyReplicas"))
+        );
+        let d = run(&spec(1, 10), cpu(5.5), 1, &[], 0);
+        assert_eq!((d.desired, d.limited), (4, None));
+    }
+
+    #[test]
+    fn scale_down_waits_for_the_highest_recommendation_of_its_window() {
+        let mut s = spec(1, 10);
+        s.behavior.scale_down.stabilization_window_seconds = 60;
+        let history = [Recommendation {
+            at: 100,
+            replicas: 4,
+        }];
+        // Demand dropped at t=130: the window (since t=70) still holds 4.
+        let d = run(&s, cpu(0.0), 4, &history, 130);
+        assert_eq!(d.desired, 4);
+        assert_eq!(
+            d.recheck_in_seconds,
+            Some(30),
+            "re-check when the 4 ages out"
+        );
+        // At t=161 the 4 is out of the window.
+        let d = run(&s, cpu(0.0), 4, &history, 161);
+        assert_eq!(d.desired, 1);
+    }
+
+    #[test]
+    fn scale_up_waits_for_the_lowest_recommendation_of_its_window() {
+        let mut s = spec(1, 10);
+        s.behavior.scale_up.stabilization_window_seconds = 30;
+        let history = [Recommendation {
+            at: 100,
+            replicas: 1,
+        }];
+        assert_eq!(run(&s, cpu(5.5), 1, &history, 110).desired, 1);
+        assert_eq!(run(&s, cpu(5.5), 1, &history, 131).desired, 4);
+    }
+
+    #[test]
+    fn steps_limit_each_change() {
+        let mut s = spec(0, 20);
+        s.behavior.scale_up.max_step = 2;
+        s.behavior.scale_down.max_step = 1;
+        let up = run(&s, cpu(16.0), 1, &[], 0);
+        assert_eq!(up.desired, 3);
+        assert!(
+            up.explanation.contains("step limited to +2"),
+            "{}",
+            up.explanation
+        );
+        assert_eq!(run(&s, cpu(0.0), 5, &[], 0).desired, 4);
+        // Asked for 4 while 5 nodes still exist: the next decision does not go lower.
+        let idle = used(cpu(0.0));
+        let input = Inputs {
+            spec: &s,
+            demand: &idle,
+            capacity: NODE,
+            current: 4,
+            existing: 5,
+            pool_at_quota: false,
+            history: &[],
+            now: 0,
+        };
+        assert_eq!(decide(&input).desired, 4);
+        // Up: 1 node exists, 3 asked; +2 from what exists allows 3, not more.
+        let busy = used(cpu(16.0));
+        let input = Inputs {
+            demand: &busy,
+            current: 3,
+            existing: 1,
+            ..input
+        };
+        assert_eq!(decide(&input).desired, 3);
+    }
+
+    #[test]
+    fn paused_keeps_the_current_size() {
+        let mut s = spec(1, 10);
+        s.paused = true;
+        let d = run(&s, cpu(5.5), 2, &[], 0);
+        assert_eq!((d.desired, d.limited.unwrap().0), (2, "Paused"));
+    }
+
+    #[test]
+    fn at_quota_holds_the_request_instead_of_asking_for_more() {
+        let s = spec(1, 10);
+        let (busy, idle) = (used(cpu(9.0)), used(cpu(1.0)));
+        let input = Inputs {
+            spec: &s,
+            demand: &busy,
+            capacity: NODE,
+            current: 3,
+            existing: 3,
+            pool_at_quota: true,
+            history: &[],
+            now: 0,
+        };
+        let d = decide(&input);
+        assert_eq!((d.desired, d.limited.clone().unwrap().0), (3, "AtQuota"));
+        // Scaling down is still allowed at quota.
+        let input = Inputs {
+            demand: &idle,
+            ..input
+        };
+        assert_eq!(decide(&input).desired, 1);
+    }
+}

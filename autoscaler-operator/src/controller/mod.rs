@@ -1,0 +1,212 @@
+//! The Autoscaler controller. Each reconcile is four phases:
+//! - observe: the target pool, its nodes, the pods bound to them or waiting for them, all
+//!   from the watch caches ([`observe`]);
+//! - decide: autoscaler-core's HPA decision, with the stabilization history this process
+//!   keeps;
+//! - act: the cross-operator write, the pool's `spec.replicas` ([`act`]);
+//! - report: the Autoscaler's own status and the events it calls for ([`report`]).
+//!
+//! Both writes go through operator-kit's write strategy.
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use autoscaler_core::decide::{Decision, Inputs, decide};
+use autoscaler_core::history::History;
+use kube::Client;
+use kube::runtime::controller::Action;
+use operator_kit::controller::{ReconcileError, Reconciler};
+use operator_kit::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use operator_kit::{WriteError, Writer};
+use shared_crd::{Autoscaler, field_manager};
+
+use crate::caches::Caches;
+
+mod act;
+mod observe;
+mod report;
+mod triggers;
+
+pub use triggers::runner;
+
+/// Controller name in metrics and logs.
+pub const CONTROLLER: &str = "autoscaler";
+
+/// Behaviour knobs (from flags).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Reconcile every Autoscaler at least this often.
+    pub resync: Duration,
+    pub concurrency: u16,
+}
+
+pub struct Context {
+    pub client: Client,
+    pub writer: Writer,
+    pub recorder: Recorder,
+    pub caches: Caches,
+    pub settings: Settings,
+    /// Past recommendations for the stabilization windows (see [`History`]).
+    history: Mutex<History>,
+    started: Instant,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("object has no {0}")]
+    MissingObjectKey(&'static str),
+    #[error("writing NodePool {pool} spec.replicas: {source}")]
+    ScaleWriteFailed {
+        pool: String,
+        #[source]
+        source: WriteError,
+    },
+    #[error("writing Autoscaler status: {0}")]
+    StatusWriteFailed(#[source] WriteError),
+}
+
+impl ReconcileError for Error {
+    fn category(&self) -> &'static str {
+        match self {
+            Error::MissingObjectKey(_) => "missing_key",
+            Error::ScaleWriteFailed { source, .. } | Error::StatusWriteFailed(source)
+                if source.is_conflict() =>
+            {
+                "conflict"
+            }
+            Error::ScaleWriteFailed { .. } => "scale_write",
+            Error::StatusWriteFailed(_) => "status_write",
+        }
+    }
+
+    /// A conflict is the lazy strategy's way out: the whole reconcile runs again.
+    fn is_expected(&self) -> bool {
+        match self {
+            Error::ScaleWriteFailed { source, .. } | Error::StatusWriteFailed(source) => {
+                source.is_conflict()
+            }
+            Error::MissingObjectKey(_) => false,
+        }
+    }
+}
+
+impl Reconciler for Context {
+    type Object = Autoscaler;
+    type Error = Error;
+    const NAME: &'static str = CONTROLLER;
+
+    async fn reconcile(&self, a: Arc<Autoscaler>) -> Result<Action, Error> {
+        reconcile_autoscaler(&a, self).await
+    }
+}
+
+async fn reconcile_autoscaler(a: &Autoscaler, ctx: &Context) -> Result<Action, Error> {
+    let uid = a
+        .metadata
+        .uid
+        .as_deref()
+        .ok_or(Error::MissingObjectKey(".metadata.uid"))?;
+    let observed = match observe::observe(a, &ctx.caches) {
+        Ok(observed) => observed,
+        Err(why) => {
+            // Nothing to do until the Autoscaler, its pool or the other claim changes.
+            report::blocked(a, ctx, &why).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let decision = ctx.decide(uid, a, &observed);
+    let scaled = act::scale(a, ctx, &observed.pool, &decision).await?;
+    report::decided(a, ctx, &decision, &observed.demand.unfit, scaled).await?;
+    let requeue = decision
+        .recheck_in_seconds
+        .map(|s| Duration::from_secs(s.max(1) as u64))
+        .unwrap_or(ctx.settings.resync)
+        .min(ctx.settings.resync);
+    Ok(Action::requeue(requeue))
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        writer: Writer,
+        recorder: Recorder,
+        caches: Caches,
+        settings: Settings,
+    ) -> Self {
+        Self {
+            client,
+            writer,
+            recorder,
+            caches,
+            settings,
+            history: Mutex::default(),
+            started: Instant::now(),
+        }
+    }
+
+    /// The decision for `a` (uid `uid`) on what was observed, and the recommendation kept
+    /// for the next one's stabilization windows.
+    fn decide(&self, uid: &str, a: &Autoscaler, observed: &observe::Observed) -> Decision {
+        let now = self.clock();
+        let current = observed.pool.spec.replicas;
+        let behavior = &a.spec.behavior;
+        let keep = i64::from(
+            behavior
+                .scale_up
+                .stabilization_window_seconds
+                .max(behavior.scale_down.stabilization_window_seconds),
+        );
+        let mut history = self.history.lock().expect("not poisoned");
+        if history.len() > self.caches.autoscalers.len() {
+            let live: HashSet<String> = self
+                .caches
+                .autoscalers
+                .state()
+                .iter()
+                .filter_map(|a| a.metadata.uid.clone())
+                .collect();
+            history.retain(&live);
+        }
+        let past = history.recommendations(uid, keep, current, now);
+        let decision = decide(&Inputs {
+            spec: &a.spec,
+            demand: &observed.demand,
+            capacity: observed.capacity,
+            current,
+            existing: observed
+                .pool
+                .status
+                .as_ref()
+                .map_or(current, |s| s.replicas),
+            pool_at_quota: observed.at_quota,
+            history: &past,
+            now,
+        });
+        history.record(uid, now, decision.recommendation);
+        decision
+    }
+
+    async fn publish(&self, a: &Autoscaler, type_: EventType, reason: &str, note: String) {
+        let event = KubeEvent {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Scale".into(),
+            secondary: None,
+        };
+        self.recorder.publish(a, event).await;
+    }
+
+    /// Seconds since this process started: the clock of the stabilization windows.
+    fn clock(&self) -> i64 {
+        self.started.elapsed().as_secs() as i64
+    }
+}
+
+/// The reporter of this operator's events.
+pub fn reporter() -> Reporter {
+    Reporter {
+        controller: field_manager::AUTOSCALER_OPERATOR.into(),
+        instance: std::env::var("POD_NAME").ok(),
+    }
+}
