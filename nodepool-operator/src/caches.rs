@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{Container, Node, NodeStatus, Pod, PodSpec, PodS
 use operator_kit::watch::{Cache, Index, Watch, Watches, trim_metadata};
 use shared_crd::{Autoscaler, NodePool, POOL_LABEL};
 
-use crate::provider::pool_of;
+use nodepool_core::nodes::pool_of;
 
 /// The caches every part reads, and their indexes.
 #[derive(Clone)]

@@ -4,25 +4,24 @@
 //!
 //! One watch per kind (NodePools, its Nodes, bound Pods, Autoscalers: `caches`), each
 //! feeding one cache, a few indexes and every controller that needs it:
-//! - `controller`: a pool's nodes to `spec.replicas`, and its status;
-//! - `lifecycle`: one node's end (drain, then the finalizer goes) and its pods' end;
-//! - `heartbeat`: Leases and node status, on a task of its own;
+//! - `pool`: a pool's nodes to `spec.replicas`, and its status;
+//! - `lifecycle`: one node's end (drain, then the finalizer goes) and its pods' start and
+//!   end where this operator plays their kubelet;
 //! - `nodepool_ready`: the `NodePoolReady` condition on Autoscalers.
+//!
+//! Nodes come from a `provider`; the virtual one plays their kubelet too (heartbeats on a
+//! task of their own). The decisions are nodepool-core's.
 #![forbid(unsafe_code)]
 
 pub mod caches;
-pub mod controller;
-pub mod decide;
-pub mod drain;
-pub mod heartbeat;
-pub mod kubelet;
+pub mod eviction;
 pub mod lifecycle;
 pub mod nodepool_ready;
+pub mod pool;
 pub mod provider;
-pub mod quota;
 
 pub use caches::Caches;
-pub use controller::{Context, Settings};
+pub use pool::{Context, Settings};
 
 use std::sync::Arc;
 
@@ -66,40 +65,44 @@ pub async fn run_operator(
     // The parts that write start once every cache is full (an orphan is only an orphan
     // against a complete list of pools) and this replica leads.
     let leading = move || async move {
-        let provider: Arc<dyn provider::Provider> = Arc::new(provider::VirtualProvider::new(
-            client.clone(),
-            config.provider.clone(),
-        ));
-        let pools = controller::runner(
+        let provider = provider::VirtualProvider::new(client.clone(), config.provider.clone());
+        let kubelet = provider::Provider::kubelet(&provider);
+        let lifecycle = lifecycle::runner(
+            lifecycle::Context::new(
+                client.clone(),
+                recorder.clone(),
+                caches.clone(),
+                &provider,
+                config.settings.drain_timeout,
+            ),
+            &runner,
+        );
+        let pools = pool::runner(
             Context::new(
                 client.clone(),
                 writer.clone(),
-                recorder.clone(),
-                provider,
+                recorder,
+                Arc::new(provider),
                 caches.clone(),
                 config.settings.clone(),
             ),
             &runner,
         );
-        let lifecycle = lifecycle::runner(
-            lifecycle::Context::new(
-                client.clone(),
-                recorder,
-                caches.clone(),
-                config.settings.drain_timeout,
-            ),
-            &runner,
-        );
         let ready = nodepool_ready::runner(
-            nodepool_ready::Context::new(client.clone(), writer, caches.clone()),
+            nodepool_ready::Context::new(client, writer, caches.clone()),
             &runner,
         );
-        let heartbeats =
-            heartbeat::Heartbeats::new(client, caches.nodes.store().clone(), config.provider);
-        // The heartbeats never end by themselves: the controllers' end (SIGTERM) ends them.
+        // The kubelet's heartbeats, when the provider's nodes have none; they never end by
+        // themselves: the controllers' end (SIGTERM) ends them.
+        let heartbeats = async {
+            match kubelet {
+                Some(kubelet) => kubelet.heartbeats(caches.nodes.store().clone()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = async { tokio::join!(pools.run(), lifecycle.run(), ready.run()) } => {}
-            () = heartbeats.run() => {}
+            () = heartbeats => {}
         }
     };
     watches.serve(&readiness, &mut leadership, leading).await;
@@ -110,34 +113,5 @@ pub fn reporter() -> Reporter {
     Reporter {
         controller: field_manager::NODEPOOL_OPERATOR.into(),
         instance: std::env::var("POD_NAME").ok(),
-    }
-}
-
-/// A JSON patch that removes `finalizer` from `finalizers` (an object's current list).
-/// Its `test` makes the patch fail, not clobber, if the list changed meanwhile.
-pub(crate) fn finalizer_removal(finalizers: &[String], finalizer: &str) -> json_patch::Patch {
-    let kept: Vec<&String> = finalizers.iter().filter(|f| *f != finalizer).collect();
-    serde_json::from_value(serde_json::json!([
-        {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
-        {"op": "replace", "path": "/metadata/finalizers", "value": kept},
-    ]))
-    .expect("a valid JSON patch")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_finalizer_removal_keeps_the_others_and_tests_the_list_first() {
-        let list = vec!["other".to_owned(), "nodepool.dev/nodes".to_owned()];
-        let patch = serde_json::to_value(finalizer_removal(&list, "nodepool.dev/nodes")).unwrap();
-        assert_eq!(
-            patch,
-            serde_json::json!([
-                {"op": "test", "path": "/metadata/finalizers", "value": ["other", "nodepool.dev/nodes"]},
-                {"op": "replace", "path": "/metadata/finalizers", "value": ["other"]},
-            ])
-        );
     }
 }

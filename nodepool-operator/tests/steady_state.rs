@@ -52,7 +52,7 @@ async fn after_convergence_forced_reconciles_write_nothing() {
             .await
             .unwrap();
         for node in nodes_of(&nodes, name).await {
-            let mut ready = nodepool_operator::decide::ready_condition(&node)
+            let mut ready = nodepool_core::nodes::ready_condition(&node)
                 .unwrap()
                 .clone();
             ready.last_heartbeat_time = Some(shared_crd::time::now());

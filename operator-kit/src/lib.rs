@@ -14,6 +14,7 @@ pub mod leader;
 pub mod merge;
 pub mod metrics;
 pub mod observe;
+pub mod patch;
 pub mod process;
 pub mod telemetry;
 pub mod watch;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use e2e::{eventually, fixtures, shared, unique_name};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams, PostParams};
-use nodepool_operator::decide::is_ready;
+use nodepool_core::nodes::is_ready;
 use nodepool_operator::provider::VirtualSettings;
 use nodepool_operator::{Config, Settings, run_operator};
 use operator_kit::ConflictStrategy;

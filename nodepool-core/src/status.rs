@@ -1,73 +1,13 @@
-//! Pure decisions of the NodePool controller: validating the template, how many nodes
-//! to add, which nodes to remove, and the status to report. No client here.
-
-use k8s_openapi::api::core::v1::{Node, NodeCondition};
-
+//! The part of a NodePool's status nodepool-operator owns, computed from what it
+//! observes (never copied from the cached status).
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::ResourceExt;
+use kube_core::ResourceExt;
 use serde::Serialize;
 use shared_crd::condition::{self, Condition, ConditionStatus};
-use shared_crd::nodepool::removal_order;
-use shared_crd::{NodePool, NodeTemplate, condition_type, reason};
+use shared_crd::{NodePool, condition_type, reason};
 
-/// Checks the template's quantities; the error says which field and why.
-pub fn validate_template(template: &NodeTemplate) -> Result<(), String> {
-    template.capacity.values().map(|_| ())
-}
-
-/// A node's `Ready` condition.
-pub fn ready_condition(node: &Node) -> Option<&NodeCondition> {
-    node.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready")
-}
-
-/// Whether a node reports `Ready=True`.
-pub fn is_ready(node: &Node) -> bool {
-    ready_condition(node).is_some_and(|c| c.status == "True")
-}
-
-/// How many nodes to create: the shortfall, limited by the provider quota.
-/// `total_nodes` counts every pool's nodes (the quota is per provider).
-pub fn nodes_to_add(
-    desired: i32,
-    current: usize,
-    total_nodes: usize,
-    max_nodes: Option<u32>,
-) -> Growth {
-    let shortfall = (desired.max(0) as usize).saturating_sub(current);
-    let room = max_nodes.map_or(usize::MAX, |max| (max as usize).saturating_sub(total_nodes));
-    Growth {
-        add: shortfall.min(room),
-        at_quota: shortfall > room,
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Growth {
-    pub add: usize,
-    /// The quota held back part of the shortfall.
-    pub at_quota: bool,
-}
-
-/// The `count` nodes to remove, in [`removal_order`] (shared with the autoscaler, which
-/// checks that their pods fit on the nodes that stay before it shrinks a pool).
-pub fn nodes_to_remove<'a>(
-    nodes: &[&'a Node],
-    count: usize,
-    pods_on: impl Fn(&Node) -> usize,
-) -> Vec<&'a Node> {
-    let mut ranked: Vec<&Node> = nodes.to_vec();
-    ranked.sort_by_cached_key(|n| {
-        let created = n.creation_timestamp().map(|t| t.0.as_second()).unwrap_or(0);
-        removal_order(is_ready(n), pods_on(n), created, &n.name_any())
-    });
-    ranked.truncate(count);
-    ranked
-}
+use crate::nodes::is_ready;
 
 /// Why the pool cannot converge right now, if something stops it.
 #[derive(Clone, Debug, PartialEq)]
@@ -197,130 +137,9 @@ pub fn shown_reason<'a>(pool: &'a NodePool, type_: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::NodeStatus;
-    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use crate::nodes::tests::{node, now, pool};
     use k8s_openapi::jiff::Timestamp;
-    use shared_crd::{NodeCapacity, NodePoolSpec, NodePoolStatus};
-
-    fn node(name: &str, created: i64, ready: bool) -> Node {
-        let mut n = Node::default();
-        n.metadata.name = Some(name.into());
-        n.metadata.creation_timestamp = Some(Time(Timestamp::from_second(created).unwrap()));
-        n.status = Some(NodeStatus {
-            conditions: Some(vec![NodeCondition {
-                type_: "Ready".into(),
-                status: if ready { "True" } else { "False" }.into(),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        });
-        n
-    }
-
-    fn pool(replicas: i32) -> NodePool {
-        let mut p = NodePool::new(
-            "p",
-            NodePoolSpec {
-                replicas,
-                template: NodeTemplate::default(),
-            },
-        );
-        p.metadata.generation = Some(7);
-        p
-    }
-
-    fn now() -> Time {
-        Time(Timestamp::from_second(1_000).unwrap())
-    }
-
-    #[test]
-    fn invalid_or_non_positive_capacity_is_rejected_with_the_field() {
-        let mut t = NodeTemplate::default();
-        assert!(validate_template(&t).is_ok());
-        t.capacity = NodeCapacity {
-            cpu: Quantity("lots".into()),
-            ..NodeCapacity::default()
-        };
-        assert!(validate_template(&t).unwrap_err().contains("capacity.cpu"));
-        t.capacity = NodeCapacity {
-            pods: Quantity("0".into()),
-            ..NodeCapacity::default()
-        };
-        assert!(
-            validate_template(&t)
-                .unwrap_err()
-                .contains("capacity.pods: must be positive")
-        );
-    }
-
-    #[test]
-    fn growth_fills_the_shortfall_within_the_quota() {
-        assert_eq!(
-            nodes_to_add(3, 0, 0, None),
-            Growth {
-                add: 3,
-                at_quota: false
-            }
-        );
-        assert_eq!(
-            nodes_to_add(3, 3, 3, None),
-            Growth {
-                add: 0,
-                at_quota: false
-            }
-        );
-        assert_eq!(
-            nodes_to_add(1, 3, 3, None),
-            Growth {
-                add: 0,
-                at_quota: false
-            }
-        );
-        // Quota of 4 with 3 nodes elsewhere: room for one more.
-        assert_eq!(
-            nodes_to_add(3, 0, 3, Some(4)),
-            Growth {
-                add: 1,
-                at_quota: true
-            }
-        );
-        assert_eq!(
-            nodes_to_add(3, 1, 4, Some(4)),
-            Growth {
-                add: 0,
-                at_quota: true
-            }
-        );
-        assert_eq!(
-            nodes_to_add(2, 1, 1, Some(2)),
-            Growth {
-                add: 1,
-                at_quota: false
-            }
-        );
-    }
-
-    #[test]
-    fn removal_prefers_not_ready_then_empty_then_newest() {
-        let (old, new, sick) = (
-            node("old", 10, true),
-            node("new", 20, true),
-            node("sick", 5, false),
-        );
-        let names = |v: Vec<&Node>| v.iter().map(|n| n.name_any()).collect::<Vec<_>>();
-        assert_eq!(
-            names(nodes_to_remove(&[&old, &new, &sick], 1, |_| 0)),
-            ["sick"]
-        );
-        assert_eq!(
-            names(nodes_to_remove(&[&old, &new, &sick], 2, |_| 0)),
-            ["sick", "new"]
-        );
-        let busy_new = |n: &Node| if n.name_any() == "new" { 3 } else { 0 };
-        assert_eq!(names(nodes_to_remove(&[&old, &new], 1, busy_new)), ["old"]);
-        assert!(nodes_to_remove(&[], 1, |_| 0).is_empty());
-        assert!(nodes_to_remove(&[&old], 0, |_| 0).is_empty());
-    }
+    use shared_crd::NodePoolStatus;
 
     #[test]
     fn status_counts_nodes_and_reports_scaling_up() {

@@ -1,14 +1,19 @@
 //! The kubelet's part for pods on virtual nodes, as kwok plays it: a pod the scheduler
 //! bound to a Ready virtual node is reported Running, with the status a kubelet writes
 //! (phase, the four conditions, pod and host IPs, start time, each container running).
-//! There are no containers: the pod is Running the moment it is bound. Its end is in
-//! `drain::finish`.
-use k8s_openapi::api::core::v1::{Node, Pod};
+//! There are no containers: the pod is Running the moment it is bound, and a pod being
+//! deleted is finished at once.
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateRunning, ContainerStatus, Node, Pod, PodCondition, PodIP,
+    PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
+use nodepool_core::naming::fnv1a;
 use operator_kit::NotFoundIsDone;
-use serde_json::{Value, json};
+use operator_kit::patch::StatusPatch;
 
 /// Whether `pod` waits for its kubelet: bound, not on its way out, not started or ended.
 pub fn needs_start(pod: &Pod) -> bool {
@@ -22,7 +27,7 @@ pub fn needs_start(pod: &Pod) -> bool {
 /// A stable pod IP from the pod's uid, in 10.244.0.0/16 (kwok's default pod CIDR); a
 /// virtual cluster routes nothing to it.
 pub fn pod_ip(uid: &str) -> String {
-    let h = crate::provider::fnv1a(uid.as_bytes());
+    let h = fnv1a(uid.as_bytes());
     format!("10.244.{}.{}", (h >> 8) % 256, h % 254 + 1)
 }
 
@@ -38,43 +43,51 @@ fn host_ip(node: &Node) -> Option<String> {
 }
 
 /// The status a kubelet reports for a pod whose containers all started at `now`.
-pub fn running_status(pod: &Pod, node: &Node, now: Timestamp) -> Value {
-    let now = now.to_string();
+pub fn running_status(pod: &Pod, node: &Node, now: Timestamp) -> StatusPatch<PodStatus> {
+    let now = Time(now);
     let ip = pod_ip(pod.metadata.uid.as_deref().unwrap_or_default());
-    let condition = |type_: &str| json!({"type": type_, "status": "True", "lastProbeTime": null, "lastTransitionTime": now});
-    let containers: Vec<Value> = pod
+    let condition = |type_: &str| PodCondition {
+        type_: type_.into(),
+        status: "True".into(),
+        last_transition_time: Some(now.clone()),
+        ..Default::default()
+    };
+    let containers = pod
         .spec
         .iter()
         .flat_map(|s| &s.containers)
-        .map(|c| {
-            json!({
-                "name": c.name,
-                "image": c.image.clone().unwrap_or_default(),
-                "imageID": "",
-                "ready": true,
-                "started": true,
-                "restartCount": 0,
-                "state": {"running": {"startedAt": now}},
-            })
+        .map(|c| ContainerStatus {
+            name: c.name.clone(),
+            image: c.image.clone().unwrap_or_default(),
+            image_id: String::new(),
+            ready: true,
+            started: Some(true),
+            restart_count: 0,
+            state: Some(ContainerState {
+                running: Some(ContainerStateRunning {
+                    started_at: Some(now.clone()),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
         })
         .collect();
-    let mut status = json!({
-        "phase": "Running",
-        "conditions": [
-            condition("Initialized"),
-            condition("Ready"),
-            condition("ContainersReady"),
-            condition("PodScheduled"),
-        ],
-        "podIP": ip,
-        "podIPs": [{"ip": ip}],
-        "startTime": now,
-        "containerStatuses": containers,
-    });
-    if let Some(host) = host_ip(node) {
-        status["hostIP"] = json!(host);
+    StatusPatch {
+        status: PodStatus {
+            phase: Some("Running".into()),
+            conditions: Some(
+                ["Initialized", "Ready", "ContainersReady", "PodScheduled"]
+                    .map(condition)
+                    .into(),
+            ),
+            pod_ip: Some(ip.clone()),
+            pod_ips: Some(vec![PodIP { ip }]),
+            host_ip: host_ip(node),
+            start_time: Some(now.clone()),
+            container_statuses: Some(containers),
+            ..Default::default()
+        },
     }
-    json!({ "status": status })
 }
 
 /// Reports `pod` Running on `node`.
@@ -91,9 +104,25 @@ pub async fn start(client: &Client, pod: &Pod, node: &Node) -> Result<(), kube::
     .map(|_| ())
 }
 
+/// Removes `pod` at once (grace period 0): what the kubelet does once a pod's containers
+/// have stopped. A virtual node has no containers to stop.
+pub async fn finish(client: &Client, pod: &Pod) -> Result<(), kube::Error> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+    api.delete(&pod.name_any(), &DeleteParams::default().grace_period(0))
+        .await
+        .ok_if_not_found()
+        .map(|_| ())
+}
+
+/// `namespace/name`, for messages.
+pub fn key(pod: &Pod) -> String {
+    format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn pod(phase: Option<&str>) -> Pod {
         serde_json::from_value(json!({
@@ -131,7 +160,8 @@ mod tests {
             ..Default::default()
         };
         let now: Timestamp = "2026-11-24T12:00:00Z".parse().unwrap();
-        let status = &running_status(&pod(None), &node, now)["status"];
+        let patch = serde_json::to_value(running_status(&pod(None), &node, now)).unwrap();
+        let status = &patch["status"];
         assert_eq!(status["phase"], "Running");
         assert_eq!(status["hostIP"], "10.0.0.7");
         assert_eq!(status["podIP"], pod_ip("1234"));
@@ -152,8 +182,8 @@ mod tests {
         assert_eq!(containers[1]["image"], "envoy");
         assert!(containers[0]["state"]["running"]["startedAt"].is_string());
         // A node without an address gives no hostIP rather than a made-up one.
-        let bare = running_status(&pod(None), &Node::default(), now);
-        assert!(bare["status"].get("hostIP").is_none());
+        let bare = serde_json::to_value(running_status(&pod(None), &Node::default(), now));
+        assert!(bare.unwrap()["status"].get("hostIP").is_none());
     }
 
     #[test]

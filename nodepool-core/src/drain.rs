@@ -1,20 +1,24 @@
-//! Taking pods off a node: which pods a drain moves (not DaemonSet or mirror pods, as
-//! `kubectl drain --ignore-daemonsets`), eviction through the Eviction API (so
-//! PodDisruptionBudgets are honoured, and a refusal says which one), and finishing a pod
-//! the way a kubelet does.
+//! The rules of a drain, as `kubectl drain` and Karpenter's termination controller follow
+//! them: which pods it moves, how an eviction is addressed and what its refusal means,
+//! what a blocked drain reports, and when it tries again.
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResourceList;
-use kube::api::{Api, DeleteParams};
-use kube::{Client, ResourceExt};
-use operator_kit::NotFoundIsDone;
-use serde_json::json;
-use tokio::sync::OnceCell;
+use kube_core::{ResourceExt, Status};
 
 /// The cause the API server gives when a PodDisruptionBudget refuses an eviction.
 const DISRUPTION_BUDGET_CAUSE: &str = "DisruptionBudget";
 
 /// Annotation the kubelet puts on a mirror pod (a static pod's API copy).
 const MIRROR_POD: &str = "kubernetes.io/config.mirror";
+
+/// How often a drain that budgets block tries again (`kubectl drain` tries every 5 s).
+pub const EVICTION_RETRY: Duration = Duration::from_secs(10);
+
+/// The longest `DrainBlocked` message: a condition message is for people, and a node full
+/// of refused pods would not fit.
+const MESSAGE_LIMIT: usize = 1024;
 
 /// Whether a drain leaves `pod` alone: a DaemonSet's pod (it would come straight back)
 /// or a mirror pod (the API cannot delete a static pod).
@@ -26,76 +30,8 @@ pub fn stays_on_drain(pod: &Pod) -> bool {
             .any(|r| r.kind == "DaemonSet" && r.controller == Some(true))
 }
 
-/// What the API server made of one eviction.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Eviction {
-    /// The pod is on its way out (or was already gone).
-    Started,
-    /// Refused with 429: a PodDisruptionBudget allows no disruption now. The text is the
-    /// server's cause, which names the budget (`The disruption budget web needs 2 healthy
-    /// pods and has 2 currently`), or its message when it gave no cause.
-    Blocked(String),
-}
-
-/// Evicts pods through the Eviction API version the server serves for `pods/eviction`,
-/// found by discovery on first use (policy/v1 from 1.22, policy/v1beta1 before), as
-/// `kubectl drain` does.
-pub struct Evictor {
-    client: Client,
-    api_version: OnceCell<String>,
-}
-
-impl Evictor {
-    pub fn new(client: Client) -> Self {
-        Self {
-            client,
-            api_version: OnceCell::new(),
-        }
-    }
-
-    /// The `apiVersion` of `pods/eviction` in the core group's discovery document.
-    async fn api_version(&self) -> Result<&str, kube::Error> {
-        let version = self
-            .api_version
-            .get_or_try_init(|| async {
-                let core = self.client.list_core_api_resources("v1").await?;
-                let version = eviction_version(&core).ok_or_else(|| {
-                    kube::Error::Discovery(kube::error::DiscoveryError::MissingResource(
-                        "pods/eviction".into(),
-                    ))
-                })?;
-                tracing::info!(%version, "evicting pods with {version} Eviction");
-                Ok::<_, kube::Error>(version)
-            })
-            .await?;
-        Ok(version)
-    }
-
-    /// Evicts `pod`.
-    pub async fn evict(&self, pod: &Pod) -> Result<Eviction, kube::Error> {
-        let namespace = pod.namespace().unwrap_or_default();
-        let name = pod.name_any();
-        let body = json!({
-            "apiVersion": self.api_version().await?,
-            "kind": "Eviction",
-            "metadata": {"name": name, "namespace": namespace},
-        });
-        let request = http::Request::post(format!(
-            "/api/v1/namespaces/{namespace}/pods/{name}/eviction"
-        ))
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(serde_json::to_vec(&body).map_err(kube::Error::SerdeError)?)
-        .map_err(|e| kube::Error::BuildRequest(kube::core::request::Error::BuildRequest(e)))?;
-        match self.client.request::<serde_json::Value>(request).await {
-            Err(kube::Error::Api(s)) if s.code == 429 => Ok(Eviction::Blocked(blocker(&s))),
-            // Gone already, or on its way out.
-            sent => sent.ok_if_not_found().map(|_| Eviction::Started),
-        }
-    }
-}
-
 /// `group/version` of the `pods/eviction` subresource in the core `v1` resource list.
-fn eviction_version(core: &APIResourceList) -> Option<String> {
+pub fn eviction_version(core: &APIResourceList) -> Option<String> {
     let eviction = core.resources.iter().find(|r| r.name == "pods/eviction")?;
     match (eviction.group.as_deref(), eviction.version.as_deref()) {
         (Some(group), Some(version)) if !group.is_empty() && !version.is_empty() => {
@@ -107,7 +43,7 @@ fn eviction_version(core: &APIResourceList) -> Option<String> {
 }
 
 /// Why a 429 refused an eviction: the DisruptionBudget causes, else the message.
-fn blocker(status: &kube::core::Status) -> String {
+pub fn refusal(status: &Status) -> String {
     let causes: Vec<&str> = status
         .details
         .iter()
@@ -122,20 +58,49 @@ fn blocker(status: &kube::core::Status) -> String {
     }
 }
 
-/// Removes `pod` at once (grace period 0): what the kubelet does once a pod's containers
-/// have stopped. A virtual node has no containers to stop.
-pub async fn finish(client: &Client, pod: &Pod) -> Result<(), kube::Error> {
-    let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
-    api.delete(&pod.name_any(), &DeleteParams::default().grace_period(0))
-        .await
-        .ok_if_not_found()
-        .map(|_| ())
+/// The `DrainBlocked` message for the pods whose evictions were refused (`blocked`, each
+/// `namespace/name: why`) after `drain_timeout`.
+pub fn blocked_message(blocked: &[String], drain_timeout: Duration) -> String {
+    let mut message = format!(
+        "{} pod(s) not evicted after {}s: {}",
+        blocked.len(),
+        drain_timeout.as_secs(),
+        blocked.join("; ")
+    );
+    if message.len() > MESSAGE_LIMIT {
+        let mut cut = MESSAGE_LIMIT - 3;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push_str("...");
+    }
+    message
+}
+
+/// When a drain that is `elapsed` old and still has pods to evict tries again: every
+/// [`EVICTION_RETRY`], or sooner at the drain timeout (to report a blocked drain on time)
+/// or at the pool's `terminationGracePeriodSeconds` (`force_after`, to delete what is left).
+pub fn next_try(
+    elapsed: Duration,
+    drain_timeout: Duration,
+    force_after: Option<Duration>,
+) -> Duration {
+    let mut next = EVICTION_RETRY;
+    if let Some(left) = drain_timeout.checked_sub(elapsed).filter(|d| !d.is_zero()) {
+        next = next.min(left);
+    }
+    if let Some(left) = force_after.and_then(|f| f.checked_sub(elapsed)) {
+        next = next.min(left.max(Duration::from_millis(100)));
+    }
+    next
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{APIResource, OwnerReference};
+    use serde_json::json;
 
     fn owned_by(kind: &str) -> Pod {
         let mut pod = Pod::default();
@@ -184,7 +149,7 @@ mod tests {
     #[test]
     fn a_refusal_names_the_budget_when_the_server_does() {
         // What a 1.20 API server answers when a budget allows no disruption.
-        let status: kube::core::Status = serde_json::from_value(json!({
+        let status: Status = serde_json::from_value(json!({
             "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 429,
             "reason": "TooManyRequests",
             "message": "Cannot evict pod as it would violate the pod's disruption budget.",
@@ -195,16 +160,46 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(
-            blocker(&status),
+            refusal(&status),
             "The disruption budget web needs 2 healthy pods and has 2 currently"
         );
-        let bare = kube::core::Status {
+        let bare = Status {
             details: None,
             ..status
         };
         assert_eq!(
-            blocker(&bare),
+            refusal(&bare),
             "Cannot evict pod as it would violate the pod's disruption budget."
+        );
+    }
+
+    #[test]
+    fn a_blocked_drain_reports_at_most_1024_bytes() {
+        let few = blocked_message(&["ns/a: budget web".into()], Duration::from_secs(60));
+        assert_eq!(few, "1 pod(s) not evicted after 60s: ns/a: budget web");
+        let many: Vec<String> = (0..100).map(|i| format!("ns/pod-{i}: budget é")).collect();
+        let long = blocked_message(&many, Duration::from_secs(60));
+        assert!(
+            long.len() <= 1024 && long.ends_with("..."),
+            "{}",
+            long.len()
+        );
+        assert!(long.starts_with("100 pod(s) not evicted after 60s: ns/pod-0"));
+    }
+
+    #[test]
+    fn a_drain_tries_again_in_time_for_its_deadlines() {
+        let s = Duration::from_secs;
+        assert_eq!(next_try(s(0), s(60), None), EVICTION_RETRY);
+        // 3 s before the drain timeout: then, to report the blocked drain.
+        assert_eq!(next_try(s(57), s(60), None), s(3));
+        assert_eq!(next_try(s(70), s(60), None), EVICTION_RETRY);
+        // The grace period ends in 2 s: then, to delete the pods anyway.
+        assert_eq!(next_try(s(70), s(60), Some(s(72))), s(2));
+        assert_eq!(
+            next_try(s(72), s(60), Some(s(72))),
+            Duration::from_millis(100),
+            "due now: at once, but not in a busy loop"
         );
     }
 

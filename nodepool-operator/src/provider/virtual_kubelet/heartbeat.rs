@@ -12,25 +12,27 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Node, NodeCondition};
+use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
+use nodepool_core::naming::fnv1a;
+use nodepool_core::nodes::ready_condition as node_ready_condition;
 use operator_kit::NotFoundIsDone;
-use serde_json::json;
+use operator_kit::patch::{SpecPatch, StatusPatch};
 use shared_crd::NODE_LEASE_NAMESPACE;
 
-use crate::decide::ready_condition as node_ready_condition;
-use crate::provider::{VirtualSettings, fnv1a, is_virtual, ready_condition};
+use super::VirtualSettings;
+use super::node::{is_virtual, ready_condition};
 
 /// Requests in flight at once: 2,000 nodes need 200 Lease renewals a second, a few at a
 /// time; every extra one in flight is a connection with buffers of its own.
 const CONCURRENCY: usize = 8;
 
 /// The heartbeat task.
-pub struct Heartbeats {
+pub(super) struct Heartbeats {
     client: Client,
     nodes: Store<Node>,
     settings: VirtualSettings,
@@ -158,7 +160,12 @@ pub fn status_due(
 
 async fn report(nodes: &Api<Node>, name: &str, condition: &NodeCondition) -> kube::Result<()> {
     // Strategic merge: conditions merge by type, as the kubelet's patches do.
-    let patch = json!({"status": {"conditions": [condition]}});
+    let patch = StatusPatch {
+        status: NodeStatus {
+            conditions: Some(vec![condition.clone()]),
+            ..Default::default()
+        },
+    };
     nodes
         .patch_status(name, &PatchParams::default(), &Patch::Strategic(&patch))
         .await
@@ -174,7 +181,12 @@ async fn renew(
     settings: &VirtualSettings,
 ) -> kube::Result<()> {
     let now = MicroTime(Timestamp::now());
-    let patch = json!({"spec": {"renewTime": now}});
+    let patch = SpecPatch {
+        spec: LeaseSpec {
+            renew_time: Some(now.clone()),
+            ..Default::default()
+        },
+    };
     let renewed = leases
         .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -238,7 +250,7 @@ mod tests {
                 template: NodeTemplate::default(),
             },
         );
-        let mut node = crate::provider::node_for(&pool, "n", true, false);
+        let mut node = super::super::node::node_for(&pool, "n", true, false);
         node.metadata.creation_timestamp = Some(Time(at(created)));
         if let Some(beat) = ready {
             let c = ready_condition(true, Time(at(beat)), None);
