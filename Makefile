@@ -53,15 +53,15 @@ crds: ## Regenerate deploy/crds and the charts' crds/ from the Rust types
 
 .PHONY: chart-docs
 chart-docs: ## Regenerate each chart's README.md (values table) from values.yaml and values.schema.json
-	$(CARGO) run -q -p e2e --bin chart-docs
+	$(CARGO) run -q -p tools --bin chart-docs
 
 .PHONY: cluster-up
 cluster-up: assets ## Start a persistent local control plane; kubeconfig in .kube/config
-	$(CARGO) run -q -p e2e --bin local-cluster -- --kubeconfig $(LOCAL_KUBECONFIG) up
+	$(CARGO) run -q -p tools --bin local-cluster -- --kubeconfig $(LOCAL_KUBECONFIG) up
 
 .PHONY: cluster-down
 cluster-down: ## Stop the local control plane and remove its data
-	$(CARGO) run -q -p e2e --bin local-cluster -- --kubeconfig $(LOCAL_KUBECONFIG) down
+	$(CARGO) run -q -p tools --bin local-cluster -- --kubeconfig $(LOCAL_KUBECONFIG) down
 
 .PHONY: demo
 demo: assets ## The main job: both operators scale a pool up and down on a local control plane
@@ -74,17 +74,17 @@ samples: cluster-up ## Apply the sample NodePool and Autoscaler to the `make clu
 
 .PHONY: timeline
 timeline: assets ## The two-operator timeline with lazy, retry and apply, measured (results/)
-	$(CARGO) build -q -p nodepool-operator -p autoscaler-operator -p e2e --bins
-	$(CARGO) run -q -p e2e --bin timeline -- --bin-dir target/debug --results results
+	$(CARGO) build -q -p nodepool-operator -p autoscaler-operator -p tools --bins
+	$(CARGO) run -q -p tools --bin timeline -- --bin-dir target/debug --results results
 
 .PHONY: bench
 bench: assets ## The timeline 3 times per strategy: medians of conflicts, requests, convergence
-	$(CARGO) build -q -p nodepool-operator -p autoscaler-operator -p e2e --bins
-	$(CARGO) run -q -p e2e --bin timeline -- --bin-dir target/debug --results results --repeat 3 --lines 0
+	$(CARGO) build -q -p nodepool-operator -p autoscaler-operator -p tools --bins
+	$(CARGO) run -q -p tools --bin timeline -- --bin-dir target/debug --results results --repeat 3 --lines 0
 
 .PHONY: bench-scale
 bench-scale: assets ## 1,000 pools, both operators, every strategy: requests vs minimum, idle writes, CPU, RSS (results/)
-	$(CARGO) build -q --release -p nodepool-operator -p autoscaler-operator -p e2e --bins
+	$(CARGO) build -q --release -p nodepool-operator -p autoscaler-operator -p tools --bins
 	target/release/scale-bench --bin-dir target/release --results results $(BENCH_SCALE_ARGS)
 
 .PHONY: images

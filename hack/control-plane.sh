@@ -65,6 +65,30 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >&2
 }
 
+# The Debian release, and the URI of this machine's own `deb` entry for it (deb822
+# .sources files, then one-line .list files): the project names no archive host itself.
+CODENAME="$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")"
+archive_uri() {
+  local uri
+  uri="$(awk -v suite="$CODENAME" '
+    function done_entry() {
+      if (deb && has_suite && uris != "") { print uris; found = 1; exit }
+      deb = 0; has_suite = 0; uris = ""
+    }
+    /^[[:space:]]*#/ { next }
+    /^[[:space:]]*$/ { done_entry(); next }
+    $1 == "Types:" { for (i = 2; i <= NF; i++) if ($i == "deb") deb = 1 }
+    $1 == "URIs:" { uris = $2 }
+    $1 == "Suites:" { for (i = 2; i <= NF; i++) if ($i == suite) has_suite = 1 }
+    END { if (!found) done_entry() }
+  ' /etc/apt/sources.list.d/*.sources 2>/dev/null)"
+  if [ -z "$uri" ]; then
+    uri="$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+      | awk -v suite="$CODENAME" '$1 == "deb" { u = $2; s = $3; if ($2 ~ /^\[/) { u = $3; s = $4 } if (s == suite) { print u; exit } }')"
+  fi
+  printf '%s' "$uri"
+}
+
 # Tools the harness and the demo call: openssl (service-account keys), curl (probes).
 if ! command -v openssl >/dev/null || ! command -v curl >/dev/null; then apt_install openssl curl; fi
 
@@ -96,11 +120,17 @@ for bin in "${K8S_BINS[@]}"; do [ -x "$ASSETS/$bin" ] || missing_k8s+=("$bin"); 
 if [ ${#missing_k8s[@]} -gt 0 ]; then
   if ! grep -rqs "deb-src" /etc/apt/sources.list /etc/apt/sources.list.d/ \
      && ! grep -rqs "Types:.*deb-src" /etc/apt/sources.list.d/; then
-    log "enabling Debian source packages"
-    $SUDO tee /etc/apt/sources.list.d/nodepool-deb-src.sources >/dev/null <<'SRC'
+    # The source packages come from the archive this machine already installs from.
+    uri="$(archive_uri)"
+    if [ -z "$uri" ]; then
+      log "no deb entry for ${CODENAME} in /etc/apt/sources.list*: cannot enable source packages"
+      exit 1
+    fi
+    log "enabling Debian source packages from ${uri}"
+    $SUDO tee /etc/apt/sources.list.d/nodepool-deb-src.sources >/dev/null <<SRC
 Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: bookworm
+URIs: ${uri}
+Suites: ${CODENAME}
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC

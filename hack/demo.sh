@@ -30,16 +30,16 @@ cleanup() {
   echo; echo "== cleaning up"
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  cargo run -q -p e2e --bin local-cluster -- --dir "$DIR" --kubeconfig "$KUBECONFIG" down || true
+  cargo run -q -p tools --bin local-cluster -- --dir "$DIR" --kubeconfig "$KUBECONFIG" down || true
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 echo "== building both operators"
-cargo build -q -p nodepool-operator -p autoscaler-operator -p e2e --bins
+cargo build -q -p nodepool-operator -p autoscaler-operator -p tools --bins
 echo "== starting a local control plane ($DIR)"
-cargo run -q -p e2e --bin local-cluster -- --dir "$DIR" --kubeconfig "$KUBECONFIG" down >/dev/null 2>&1 || true
-cargo run -q -p e2e --bin local-cluster -- --dir "$DIR" --kubeconfig "$KUBECONFIG" up
+cargo run -q -p tools --bin local-cluster -- --dir "$DIR" --kubeconfig "$KUBECONFIG" down >/dev/null 2>&1 || true
+cargo run -q -p tools --bin local-cluster -- --dir "$DIR" --kubeconfig "$KUBECONFIG" up
 
 echo "== starting nodepool-operator and autoscaler-operator (--conflict-strategy $STRATEGY)"
 # Each as its own user, with only the ClusterRole its Helm chart grants.

@@ -6,9 +6,9 @@
 //! containers' requests, its phase and its deletion. `PodView` is a
 //! `Pod` narrowed to those fields: the watch deserialises into it, so serde skips the rest
 //! of the JSON and nothing else is ever allocated or cached. A k8s-openapi `Pod`, even with
-//! every field but those emptied, is about 2 KB of struct per object (every optional field
-//! of `PodSpec`, `Container` and `PodStatus` has its slot), which heaptrack showed to be a
-//! third of the autoscaler's peak heap at 3,000 pods.
+//! every field but those emptied, keeps a slot for every optional field of `PodSpec`,
+//! `Container` and `PodStatus`, and was most of the autoscaler's heap at scale
+//! (docs/scale.md).
 //!
 //! It is still a watch of `pods` (`/api/v1/pods`): [`kube::Resource`] only names where the
 //! objects live. Writing a `PodView` back would drop every field it does not hold, so it is

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod caches;
+pub mod cli;
 pub mod controller;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use operator_kit::watch::Watches;
 use shared_crd::field_manager;
 
 pub use caches::Caches;
+pub use cli::Cli;
 pub use controller::{Context, Settings};
 
 /// Everything the operator needs to run, from flags.

@@ -5,13 +5,13 @@ mod support;
 
 use std::time::Duration;
 
-use e2e::{eventually, fixtures, shared, unique_name};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, ResourceExt};
 use shared_crd::condition::{ConditionStatus, find};
 use shared_crd::{Autoscaler, NodePool, ScalingRules};
 use support::{operators, pod, ready_nodes};
+use test_support::{eventually, fixtures, shared, unique_name};
 
 const CONVERGE: Duration = Duration::from_secs(60);
 
@@ -205,7 +205,7 @@ async fn an_invalid_autoscaler_is_reported_and_writes_no_pool() {
         condition.message
     );
 
-    e2e::wait_for_event(client, "InvalidSpec", &name, CONVERGE).await;
+    test_support::wait_for_event(client, "InvalidSpec", &name, CONVERGE).await;
     let after = pools.get(&pool).await.unwrap();
     assert_eq!(after.spec.replicas, 1, "the pool was written");
     assert_eq!(
@@ -352,7 +352,8 @@ async fn a_pool_deleted_while_its_autoscaler_scales_it_is_reported_and_not_broug
 
 #[tokio::test]
 async fn a_deployment_of_9_gets_exactly_5_nodes_runs_there_and_shrinks_back() {
-    if e2e::Topology::from_env() == e2e::Topology::Bare && !shared().is_external() {
+    if test_support::Topology::from_env() == test_support::Topology::Bare && !shared().is_external()
+    {
         eprintln!("skipped: no scheduler in a bare control plane");
         return;
     }
@@ -506,7 +507,8 @@ async fn a_pod_no_node_of_the_pool_can_run_is_reported_and_scales_nothing() {
         "{}",
         c.message
     );
-    let event = e2e::wait_for_event(client.clone(), "PodTooLarge", &scaler, CONVERGE).await;
+    let event =
+        test_support::wait_for_event(client.clone(), "PodTooLarge", &scaler, CONVERGE).await;
     assert!(event.note.unwrap_or_default().contains(&big));
     // The decision that said so kept the pool where it was.
     let a = autoscalers.get(&scaler).await.unwrap();
@@ -534,7 +536,8 @@ async fn a_pod_no_node_of_the_pool_can_run_is_reported_and_scales_nothing() {
         "{}",
         c.message
     );
-    let event = e2e::wait_for_event(client.clone(), "PodDoesNotMatch", &scaler, CONVERGE).await;
+    let event =
+        test_support::wait_for_event(client.clone(), "PodDoesNotMatch", &scaler, CONVERGE).await;
     assert!(event.note.unwrap_or_default().contains(&picky));
     let unschedulable = pods.get(&picky).await.unwrap();
     assert!(

@@ -5,13 +5,13 @@ mod support;
 
 use std::time::Duration;
 
-use e2e::{eventually, fixtures, shared, unique_name};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use shared_crd::condition::find;
 use shared_crd::{Autoscaler, NodePool};
 use support::{operators, pod, ready_nodes, written};
+use test_support::{eventually, fixtures, shared, unique_name};
 
 const CONVERGE: Duration = Duration::from_secs(60);
 

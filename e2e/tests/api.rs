@@ -1,12 +1,12 @@
 //! The CRDs on a real API server: installed, established, and behaving as the
 //! operators rely on (generation vs resourceVersion, scale subresource, validation).
-use e2e::{fixtures, shared, unique_name};
 use k8s_openapi::api::autoscaling::v1::Scale;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use shared_crd::{Autoscaler, NodePool};
+use test_support::{fixtures, shared, unique_name};
 
 #[tokio::test]
 async fn crds_are_installed_and_established() {
@@ -29,7 +29,7 @@ async fn the_documented_crd_install_command_works_here() {
     // README: `kubectl apply --validate=false -f deploy/crds/`, for old and new servers
     // alike (kubectl's own schema check refuses `x-kubernetes-validations` on 1.20).
     let cp = shared();
-    let assets = e2e::control_plane::assets_dir().unwrap();
+    let assets = test_support::control_plane::assets_dir().unwrap();
     let crds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds");
     let out = std::process::Command::new(assets.join("kubectl"))
         .arg("--kubeconfig")
@@ -323,7 +323,7 @@ async fn each_operators_chart_rbac_refuses_what_it_must_not_do() {
 
     // autoscaler-operator writes a pool's spec.replicas, never its status.
     let autoscaler = cp
-        .client_as(e2e::Identity::AutoscalerOperator)
+        .client_as(test_support::Identity::AutoscalerOperator)
         .await
         .unwrap();
     let pools: Api<NodePool> = Api::all(autoscaler);
@@ -335,7 +335,10 @@ async fn each_operators_chart_rbac_refuses_what_it_must_not_do() {
         "autoscaler-operator writing NodePool status",
     );
     // nodepool-operator writes an Autoscaler's status (NodePoolReady), never its spec.
-    let nodepool = cp.client_as(e2e::Identity::NodepoolOperator).await.unwrap();
+    let nodepool = cp
+        .client_as(test_support::Identity::NodepoolOperator)
+        .await
+        .unwrap();
     let autoscalers: Api<Autoscaler> = Api::all(nodepool.clone());
     forbidden(
         autoscalers
@@ -346,7 +349,7 @@ async fn each_operators_chart_rbac_refuses_what_it_must_not_do() {
     );
     // ...and each may do what it must: the other halves of the same objects.
     Api::<NodePool>::all(
-        cp.client_as(e2e::Identity::AutoscalerOperator)
+        cp.client_as(test_support::Identity::AutoscalerOperator)
             .await
             .unwrap(),
     )

@@ -6,12 +6,12 @@
 //! install them.
 use std::time::Duration;
 
-use e2e::{chart, eventually, helm, shared, unique_name};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
+use test_support::{chart, eventually, helm, shared, unique_name};
 
 const CRDS: [&str; 2] = ["nodepools.nodepool.dev", "autoscalers.nodepool.dev"];
 const CHARTS: [&str; 2] = ["nodepool-operator", "autoscaler-operator"];
@@ -291,7 +291,7 @@ async fn both_charts_install_upgrade_and_uninstall() {
 
 #[test]
 fn a_wrong_value_fails_at_helm_time_not_at_run_time() {
-    let assets = e2e::control_plane::assets_dir().unwrap();
+    let assets = test_support::control_plane::assets_dir().unwrap();
     for name in CHARTS {
         let template = |set: &str| {
             std::process::Command::new(assets.join("helm"))

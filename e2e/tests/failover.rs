@@ -13,13 +13,13 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use e2e::process::OperatorProcess;
-use e2e::{eventually, fixtures, shared, unique_name};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use shared_crd::condition::{ConditionStatus, find};
 use shared_crd::{Autoscaler, NodePool, ScalingRules};
+use test_support::process::OperatorProcess;
+use test_support::{eventually, fixtures, shared, unique_name};
 
 /// A nodepool-operator replica with leader election, as the chart runs it.
 async fn replica(kubeconfig: &Path, logs: &Path, name: &str) -> OperatorProcess {
@@ -49,7 +49,7 @@ async fn wait_leading(replica: &OperatorProcess) -> Instant {
 
 /// The pool's nodes: (all, cordoned, terminating).
 async fn nodes_of(nodes: &Api<Node>, pool: &str) -> (usize, usize, usize) {
-    e2e::pool_node_counts(nodes, pool).await
+    test_support::pool_node_counts(nodes, pool).await
 }
 
 async fn converged(pools: &Api<NodePool>, nodes: &Api<Node>, pool: &str, size: usize) {

@@ -9,9 +9,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use e2e::process::OperatorProcess;
-use e2e::proxy::{Answer, ErrorProxy, upstream_of};
-use e2e::{Component, eventually, fixtures, shared, unique_name};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -19,6 +16,9 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use shared_crd::{Autoscaler, NodePool, POOL_LABEL, ScalingRules};
+use test_support::process::OperatorProcess;
+use test_support::proxy::{Answer, ErrorProxy, upstream_of};
+use test_support::{Component, eventually, fixtures, shared, unique_name};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const CONVERGE: Duration = Duration::from_secs(90);
@@ -60,7 +60,7 @@ async fn autoscaler_operator(name: &str, kubeconfig: &Path, logs: &Path) -> Oper
 
 /// The pool's nodes: (all, cordoned, terminating).
 async fn nodes_of(nodes: &Api<Node>, pool: &str) -> (usize, usize, usize) {
-    e2e::pool_node_counts(nodes, pool).await
+    test_support::pool_node_counts(nodes, pool).await
 }
 
 /// Waits until the pool has exactly `size` nodes, none cordoned or terminating, all
@@ -353,7 +353,8 @@ async fn errors_from_the_api_server_are_backed_off_and_nothing_is_done_twice() {
     let pools: Api<NodePool> = Api::all(client.clone());
     let logs = logs("errors");
     let certs = cp.kubeconfig().parent().unwrap().join("certs");
-    let upstream = upstream_of(&cp.config_as(e2e::Identity::Admin).await.unwrap()).unwrap();
+    let upstream =
+        upstream_of(&cp.config_as(test_support::Identity::Admin).await.unwrap()).unwrap();
     let proxy = ErrorProxy::start(
         upstream,
         &certs.join("apiserver.crt"),
@@ -532,7 +533,8 @@ async fn an_object_the_operator_cannot_read_is_reported_and_stops_nothing() {
     put_back_crd(&client, original).await;
 
     for name in [&held, &bad] {
-        let event = e2e::wait_for_event(client.clone(), "InvalidObject", name, CONVERGE).await;
+        let event =
+            test_support::wait_for_event(client.clone(), "InvalidObject", name, CONVERGE).await;
         let note = event.note.unwrap_or_default();
         assert!(note.to_lowercase().contains("expected quantity"), "{note}");
     }
@@ -774,7 +776,7 @@ async fn a_nodepool_operator_restarted_mid_drain_finishes_it() {
         .into_iter()
         .find(|n| n.metadata.deletion_timestamp.is_some())
         .unwrap();
-    e2e::wait_for_event(
+    test_support::wait_for_event(
         client.clone(),
         "DrainBlocked",
         &draining.name_any(),

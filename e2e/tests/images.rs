@@ -17,13 +17,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use e2e::docker::Engine;
-use e2e::{chart, eventually, fixtures, helm, shared, unique_name};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Secret, ServiceAccount};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, ResourceExt};
 use shared_crd::{Autoscaler, NodePool};
+use test_support::docker::Engine;
+use test_support::{chart, eventually, fixtures, helm, shared, unique_name};
 
 const OPERATORS: [&str; 2] = ["nodepool-operator", "autoscaler-operator"];
 const TAG: &str = "e2e";
@@ -211,7 +211,7 @@ async fn both_images_build_and_reconcile_as_their_charts_service_accounts() {
 
     // The charts, installed for real, and each operator pod's container run by docker.
     let server = cp
-        .config_as(e2e::Identity::Admin)
+        .config_as(test_support::Identity::Admin)
         .await
         .unwrap()
         .cluster_url;
@@ -224,7 +224,7 @@ async fn both_images_build_and_reconcile_as_their_charts_service_accounts() {
     let mut containers = Vec::new();
     for (operator, image) in OPERATORS.iter().zip(&images) {
         let release = format!("{operator}-img");
-        let metrics_port = e2e::control_plane::free_port().unwrap();
+        let metrics_port = test_support::control_plane::free_port().unwrap();
         let (repository, _) = image.rsplit_once(':').unwrap();
         helm(
             cp.kubeconfig(),
@@ -301,7 +301,7 @@ async fn both_images_build_and_reconcile_as_their_charts_service_accounts() {
             )
         };
         let ready = tokio::time::timeout(Duration::from_secs(60), async {
-            while !e2e::timeline::http_get(&addr, "/readyz").is_ok_and(|b| b.trim() == "ok") {
+            while !test_support::http_get(&addr, "/readyz").is_ok_and(|b| b.trim() == "ok") {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })
@@ -330,7 +330,7 @@ async fn both_images_build_and_reconcile_as_their_charts_service_accounts() {
                 &format!("{want} Ready nodes"),
                 Duration::from_secs(90),
                 || async {
-                    let ready = e2e::ready_nodes(&nodes, &pool).await;
+                    let ready = test_support::ready_nodes(&nodes, &pool).await;
                     (ready == want)
                         .then_some(())
                         .ok_or(format!("{ready} ready"))
@@ -371,7 +371,7 @@ async fn both_images_build_and_reconcile_as_their_charts_service_accounts() {
         .unwrap();
     pools.delete(&pool, &DeleteParams::default()).await.unwrap();
     eventually("the pool's nodes gone", Duration::from_secs(60), || async {
-        let (left, _, _) = e2e::pool_node_counts(&nodes, &pool).await;
+        let (left, _, _) = test_support::pool_node_counts(&nodes, &pool).await;
         (left == 0).then_some(()).ok_or(format!("{left} left"))
     })
     .await;

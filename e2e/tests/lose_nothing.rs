@@ -11,18 +11,20 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use e2e::process::OperatorProcess;
-use e2e::{eventually, shared, unique_name};
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams};
 use shared_crd::{Autoscaler, NodePool};
+use test_support::process::OperatorProcess;
+use test_support::{eventually, shared, unique_name};
 
 const CONVERGE: Duration = Duration::from_secs(90);
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 fn kubectl_apply(kubeconfig: &Path, manifest: &str) {
-    let kubectl = e2e::control_plane::assets_dir().unwrap().join("kubectl");
+    let kubectl = test_support::control_plane::assets_dir()
+        .unwrap()
+        .join("kubectl");
     let mut child = Command::new(kubectl)
         .arg("--kubeconfig")
         .arg(kubeconfig)
@@ -174,7 +176,7 @@ async fn every_strategy_keeps_what_kubectl_apply_and_the_user_put_on_a_pool() {
             .unwrap();
         pools.delete(&pool, &DeleteParams::default()).await.unwrap();
         eventually(&format!("{strategy}: {pool} gone"), CONVERGE, || async {
-            let left = e2e::pool_node_counts(&nodes, &pool).await.0;
+            let left = test_support::pool_node_counts(&nodes, &pool).await.0;
             let gone = pools.get_opt(&pool).await.map_err(|e| e.to_string())?;
             (left == 0 && gone.is_none())
                 .then_some(())

@@ -5,13 +5,13 @@
 //! which shows the controller is watching.
 use std::time::Duration;
 
-use e2e::process::OperatorProcess;
-use e2e::{Topology, eventually, fixtures, shared, unique_name};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use shared_crd::{NodePool, POOL_LABEL};
+use test_support::process::OperatorProcess;
+use test_support::{Topology, eventually, fixtures, shared, unique_name};
 
 #[tokio::test]
 async fn a_virtual_nodes_lease_keeps_it_ready_without_a_status_write() {
@@ -49,7 +49,7 @@ async fn a_virtual_nodes_lease_keeps_it_ready_without_a_status_write() {
             .map_err(|e| e.to_string())?;
         list.items
             .into_iter()
-            .find(|n| e2e::ready_status(n) == Some("True"))
+            .find(|n| test_support::ready_status(n) == Some("True"))
             .ok_or("not yet".to_owned())
     })
     .await;
@@ -87,7 +87,7 @@ async fn a_virtual_nodes_lease_keeps_it_ready_without_a_status_write() {
         Duration::from_secs(120),
         || async {
             let n = nodes.get(&silent).await.map_err(|e| e.to_string())?;
-            match e2e::ready_status(&n) {
+            match test_support::ready_status(&n) {
                 Some("True") => Err("still Ready".to_owned()),
                 other => Ok(other.map(str::to_owned)),
             }
@@ -99,7 +99,7 @@ async fn a_virtual_nodes_lease_keeps_it_ready_without_a_status_write() {
 
     let after = nodes.get(&name).await.unwrap();
     assert_eq!(
-        e2e::ready_status(&after),
+        test_support::ready_status(&after),
         Some("True"),
         "{:?}",
         after.status

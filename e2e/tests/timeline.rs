@@ -2,20 +2,20 @@
 //! processes and a third writer forcing contention: every run converges with nothing
 //! lost; lazy and retry meet 409s, apply meets none; retry absorbs its 409s inside the
 //! write where lazy pays a failed reconcile for each.
-use e2e::shared;
-use e2e::timeline::{self, Options};
+use test_support::shared;
+use tools::timeline::{self, Options};
 
 #[tokio::test]
 async fn lazy_retry_and_apply_under_contention() {
-    let logs = std::env::temp_dir().join(e2e::unique_name("timeline-logs"));
-    let options = Options::new(e2e::operator_bin_dir(), logs.clone());
+    let logs = std::env::temp_dir().join(test_support::unique_name("timeline-logs"));
+    let options = Options::new(test_support::operator_bin_dir(), logs.clone());
     let mut runs = Vec::new();
     for strategy in ["lazy", "retry", "apply"] {
         let run = timeline::run(shared(), strategy, &options).await.unwrap();
-        println!("{}", e2e::report::timeline_text(&run, 30));
+        println!("{}", tools::report::timeline_text(&run, 30));
         runs.push(run);
     }
-    println!("{}", e2e::report::comparison_table(&runs));
+    println!("{}", tools::report::comparison_table(&runs));
     let [lazy, retry, apply] = [&runs[0], &runs[1], &runs[2]];
 
     for run in &runs {

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod caches;
+pub mod cli;
 pub mod eviction;
 pub mod lifecycle;
 pub mod nodepool_ready;
@@ -21,6 +22,7 @@ pub mod pool;
 pub mod provider;
 
 pub use caches::Caches;
+pub use cli::Cli;
 pub use pool::{Context, Settings};
 
 use std::sync::Arc;

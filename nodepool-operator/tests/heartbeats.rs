@@ -5,7 +5,6 @@ mod support;
 
 use std::time::Duration;
 
-use e2e::{eventually, shared};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
@@ -14,6 +13,7 @@ use serde_json::json;
 use shared_crd::NodePool;
 use shared_crd::condition::find;
 use support::{Running, converged_pools, fast_config, nodes_of, operator};
+use test_support::{eventually, shared};
 
 const CONVERGE: Duration = Duration::from_secs(60);
 

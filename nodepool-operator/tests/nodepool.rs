@@ -5,7 +5,6 @@ mod support;
 
 use std::time::Duration;
 
-use e2e::{eventually, fixtures, shared, unique_name};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -16,6 +15,7 @@ use serde_json::json;
 use shared_crd::condition::{ConditionStatus, find};
 use shared_crd::{Autoscaler, NodePool};
 use support::{config, nodes_of, operator};
+use test_support::{eventually, fixtures, shared, unique_name};
 
 const CONVERGE: Duration = Duration::from_secs(30);
 
@@ -306,7 +306,7 @@ async fn an_invalid_template_is_reported_and_touches_no_other_pool() {
     );
 
     // The event says the same.
-    e2e::wait_for_event(client, "InvalidSpec", &bad, CONVERGE).await;
+    test_support::wait_for_event(client, "InvalidSpec", &bad, CONVERGE).await;
 
     // The good pool converges all the same, and so does the bad one once fixed.
     converged(&pools, &nodes, &good, 1).await;
@@ -592,7 +592,7 @@ async fn a_drain_that_a_budget_blocks_waits_says_which_and_goes_on_when_it_allow
         message.contains(&budget) && message.contains(&pod),
         "{message}"
     );
-    let event = e2e::wait_for_event(client.clone(), "DrainBlocked", &node, CONVERGE).await;
+    let event = test_support::wait_for_event(client.clone(), "DrainBlocked", &node, CONVERGE).await;
     assert!(
         event.note.as_deref().unwrap_or_default().contains(&budget),
         "{event:?}"
@@ -636,7 +636,8 @@ async fn a_pool_with_a_termination_grace_period_forces_a_blocked_drain() {
 
     scale(&pools, &name, 0).await;
     converged(&pools, &nodes, &name, 0).await;
-    let event = e2e::wait_for_event(client.clone(), "NodeDrainForced", &node, CONVERGE).await;
+    let event =
+        test_support::wait_for_event(client.clone(), "NodeDrainForced", &node, CONVERGE).await;
     assert!(
         event
             .note
@@ -658,7 +659,8 @@ async fn a_pool_with_a_termination_grace_period_forces_a_blocked_drain() {
 
 #[tokio::test]
 async fn a_deployments_pods_are_scheduled_onto_the_pool_and_run() {
-    if e2e::Topology::from_env() == e2e::Topology::Bare && !shared().is_external() {
+    if test_support::Topology::from_env() == test_support::Topology::Bare && !shared().is_external()
+    {
         eprintln!("skipped: no scheduler in a bare control plane");
         return;
     }

@@ -5,12 +5,12 @@ mod support;
 
 use std::time::Duration;
 
-use e2e::{eventually, fixtures, shared, unique_name};
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use shared_crd::NodePool;
 use support::{config, operator};
+use test_support::{eventually, fixtures, shared, unique_name};
 
 #[tokio::test]
 async fn a_status_only_change_triggers_no_reconcile() {

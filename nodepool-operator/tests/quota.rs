@@ -8,7 +8,6 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use e2e::{eventually, fixtures, shared, unique_name};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
@@ -18,6 +17,7 @@ use serde_json::json;
 use shared_crd::condition::{ConditionStatus, find};
 use shared_crd::{Autoscaler, NodePool};
 use support::{config, nodes_of, operator};
+use test_support::{eventually, fixtures, shared, unique_name};
 
 const QUOTA: usize = 6;
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -96,7 +96,7 @@ async fn pools_that_want_more_at_once_never_pass_the_quota(client: &kube::Client
         let p = pools.get(name).await.unwrap();
         let s = p.status.unwrap_or_default();
         if s.replicas < 3 {
-            e2e::wait_for_event(client.clone(), "AtQuota", name, CONVERGE).await;
+            test_support::wait_for_event(client.clone(), "AtQuota", name, CONVERGE).await;
         }
     }
     let mut listed = 0;
@@ -157,7 +157,7 @@ async fn a_pool_at_quota_says_so_and_clears_within_it(client: &kube::Client) {
         scaling.message
     );
     // The event comes after the decision: no node past the quota was created before it.
-    e2e::wait_for_event(client.clone(), "AtQuota", &name, CONVERGE).await;
+    test_support::wait_for_event(client.clone(), "AtQuota", &name, CONVERGE).await;
     assert_eq!(nodes_of(&nodes, &name).await.len(), QUOTA);
 
     let ready = eventually("NodePoolReady AtQuota", CONVERGE, || async {

@@ -5,11 +5,11 @@ mod support;
 
 use std::time::Duration;
 
-use e2e::{eventually, fixtures, shared, unique_name};
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use shared_crd::NodePool;
 use support::{config, start, written};
+use test_support::{eventually, fixtures, shared, unique_name};
 
 const POOLS: usize = 5;
 

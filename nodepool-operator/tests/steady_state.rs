@@ -6,13 +6,13 @@ mod support;
 
 use std::time::Duration;
 
-use e2e::{eventually, shared};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use shared_crd::NodePool;
 use support::{Running, converged_pools, fast_config, nodes_of, operator, written};
+use test_support::{eventually, shared};
 
 const CONVERGE: Duration = Duration::from_secs(60);
 const POOLS: usize = 20;

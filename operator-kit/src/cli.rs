@@ -73,6 +73,19 @@ pub struct LogArgs {
     pub log_level: String,
 }
 
+/// The flags every operator takes: how it runs, writes, logs and elects a leader.
+#[derive(Clone, Debug, Args)]
+pub struct CommonArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    pub write: WriteArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(flatten)]
+    pub leader: crate::leader::LeaderArgs,
+}
+
 /// Process-wide run settings.
 #[derive(Clone, Debug, Args)]
 pub struct RunArgs {

@@ -5,10 +5,9 @@
 //! (count, last observed time) instead of creating another object.
 //!
 //! kube-runtime's recorder does the same, but its series cache holds a whole Event and its
-//! key per entry and scans the cache on every publish. At 1,000 objects that cache was the
-//! largest single heap consumer of the autoscaler (about 9 MB of a 37 MB peak, measured with
-//! heaptrack during `make bench-scale`). This one keeps a 64-bit key and the Event's name
-//! per entry, and expires entries at most once a minute.
+//! key per entry and scans the cache on every publish, which made it the autoscaler's
+//! largest heap consumer at scale (docs/scale.md). This one keeps a 64-bit key and the
+//! Event's name per entry, and expires entries at most once a minute.
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};

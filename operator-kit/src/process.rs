@@ -7,12 +7,50 @@ use std::sync::Arc;
 
 use tracing_subscriber::Layer;
 
-use crate::cli::{LogArgs, RunArgs};
+use crate::cli::{CommonArgs, LogArgs, RunArgs};
 use crate::http::{self, Readiness};
 use crate::metrics::{OperatorMetrics, operator_metrics};
 use crate::observe::TriggerLayer;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Who an operator is, to its process.
+#[derive(Clone, Copy, Debug)]
+pub struct Operator {
+    /// Its name: the field manager, the leader Lease, the reporter of its events.
+    pub name: &'static str,
+    /// The prefix of its metrics (`<prefix>_reconciles_total`).
+    pub metrics_prefix: &'static str,
+    /// Where it serves /metrics, /healthz and /readyz unless `--metrics-addr` says.
+    pub default_metrics_addr: &'static str,
+}
+
+/// The whole life of an operator process: telemetry, metrics and the client from `args`,
+/// then `operator` (its watches and controllers, built from the [`Parts`]) under leader
+/// election when `--leader-elect` asks for it, beside the HTTP endpoints, until SIGTERM,
+/// Ctrl-C or a lost lease.
+pub async fn run<F, Fut>(who: &Operator, args: &CommonArgs, operator: F) -> Result<(), BoxError>
+where
+    F: FnOnce(Parts) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let process = start(
+        who.metrics_prefix,
+        &args.log,
+        &args.run,
+        who.default_metrics_addr,
+    )
+    .await?;
+    let lease = args.leader.lease(who.name)?;
+    tracing::info!(
+        operator = who.name,
+        strategy = args.write.strategy().name(),
+        "starting"
+    );
+    process.run(lease, operator).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
 
 /// A started operator process, before its controllers run.
 pub struct Process {

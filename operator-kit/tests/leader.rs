@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use e2e::proxy::{FaultProxy, upstream_of};
-use e2e::{Identity, eventually, shared, unique_name};
 use k8s_openapi::api::coordination::v1::Lease as LeaseObject;
 use kube::Api;
 use operator_kit::leader::{LeaderError, Lease, Timing};
 use prometheus_client::metrics::gauge::Gauge;
+use test_support::proxy::{FaultProxy, upstream_of};
+use test_support::{Identity, eventually, shared, unique_name};
 
 fn lease(name: &str, identity: &str) -> Lease {
     Lease {

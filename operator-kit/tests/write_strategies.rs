@@ -3,7 +3,6 @@
 use std::process::Command;
 use std::sync::Arc;
 
-use e2e::{fixtures, shared, unique_name};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use operator_kit::backoff::{Backoff, DEFAULT_BACKOFF};
@@ -11,6 +10,7 @@ use operator_kit::metrics::{WriteLabels, WriteMetrics};
 use operator_kit::{Change, ConflictStrategy, WriteOutcome, Writer};
 use serde_json::json;
 use shared_crd::{NodePool, field_manager};
+use test_support::{fixtures, shared, unique_name};
 
 /// The autoscaler's change: `spec.replicas = n` (and nothing else).
 fn replicas_change(n: i32) -> Change {
@@ -371,7 +371,9 @@ async fn a_field_kept_by_a_second_manager_survives_the_main_managers_applies() {
 /// A client whose every GET of NodePool `name` is followed, before the response is
 /// handed back, by a write of another client: each re-read is stale by the time it is used.
 async fn client_that_bumps_after_each_get(name: &str) -> Client {
-    let kubectl = e2e::control_plane::assets_dir().unwrap().join("kubectl");
+    let kubectl = test_support::control_plane::assets_dir()
+        .unwrap()
+        .join("kubectl");
     let kubeconfig = shared().kubeconfig().to_owned();
     let config = kube::Config::from_custom_kubeconfig(
         kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),

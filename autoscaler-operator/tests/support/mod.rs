@@ -5,10 +5,10 @@ use operator_kit::leader::Leadership;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use e2e::{ControlPlane, Identity, shared};
 use operator_kit::ConflictStrategy;
 use operator_kit::http::Readiness;
 use operator_kit::metrics::{ReconcileMetrics, WriteMetrics};
+use test_support::{ControlPlane, Identity, shared};
 
 pub struct Running {
     pub autoscaler_writes: Arc<WriteMetrics>,
@@ -34,13 +34,17 @@ pub fn operators() -> &'static Running {
         std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().expect("runtime");
             rt.block_on(async move {
-                // Each operator as its own user, with only the ClusterRole its chart grants.
-                let client_as =
-                    |identity| ControlPlane::client_for_kubeconfig(&kubeconfig, identity);
-                let np_client = client_as(Identity::NodepoolOperator).await.expect("client");
-                let as_client = client_as(Identity::AutoscalerOperator)
-                    .await
-                    .expect("client");
+                // Each operator as its own user, with only the ClusterRole its chart grants,
+                // and its own client, as its main builds it.
+                let kubeconfig = &kubeconfig;
+                let client_as = |identity| async move {
+                    let config = ControlPlane::config_for_kubeconfig(kubeconfig, identity)
+                        .await
+                        .expect("kubeconfig");
+                    operator_kit::client::build(config, Default::default()).expect("client")
+                };
+                let np_client = client_as(Identity::NodepoolOperator).await;
+                let as_client = client_as(Identity::AutoscalerOperator).await;
                 let np = nodepool_operator::Config {
                     settings: nodepool_operator::Settings {
                         max_nodes: None,
@@ -105,8 +109,8 @@ pub fn written(writes: &WriteMetrics) -> u64 {
 
 /// A pending pod of `cpu` cores that wants `pool`.
 pub fn pod(name: &str, pool: &str, cpu: &str) -> k8s_openapi::api::core::v1::Pod {
-    e2e::fixtures::pod_wanting(name, pool, cpu, "256Mi")
+    test_support::fixtures::pod_wanting(name, pool, cpu, "256Mi")
 }
 
 /// Ready nodes of `pool`, from the API server.
-pub use e2e::ready_nodes;
+pub use test_support::ready_nodes;

@@ -5,7 +5,6 @@ use operator_kit::leader::Leadership;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use e2e::{eventually, fixtures, shared, unique_name};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams, PostParams};
 use nodepool_core::nodes::is_ready;
@@ -16,6 +15,7 @@ use operator_kit::http::Readiness;
 use operator_kit::metrics::{ReconcileMetrics, WriteMetrics};
 use shared_crd::NodePool;
 use shared_crd::condition::find;
+use test_support::{eventually, fixtures, shared, unique_name};
 
 pub struct Running {
     pub writes: Arc<WriteMetrics>,
@@ -86,7 +86,7 @@ pub fn start(config: Config) -> Instance {
     let cp = shared();
     let kubeconfig = cp.kubeconfig().to_owned();
     let metrics = operator_kit::metrics::operator_metrics("nodepool_operator");
-    let (writes, reconciles) = (metrics.writes, metrics.reconciles);
+    let (writes, reconciles, observe) = (metrics.writes, metrics.reconciles, metrics.observe);
     let readiness = Readiness::default();
     let ready = readiness.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -94,12 +94,14 @@ pub fn start(config: Config) -> Instance {
     let thread = std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         rt.block_on(async move {
-            let client = e2e::ControlPlane::client_for_kubeconfig(
+            // The operator's own client, as its main builds it, as the chart's identity.
+            let kube_config = test_support::ControlPlane::config_for_kubeconfig(
                 &kubeconfig,
-                e2e::Identity::NodepoolOperator,
+                test_support::Identity::NodepoolOperator,
             )
             .await
-            .expect("client");
+            .expect("kubeconfig");
+            let client = operator_kit::client::build(kube_config, observe).expect("client");
             tokio::select! {
                 () = run_operator(client, config, w, r, readiness, Leadership::always()) => {}
                 _ = stopped => {}

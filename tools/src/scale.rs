@@ -23,8 +23,7 @@ use serde::Serialize;
 use shared_crd::condition::find;
 use shared_crd::{Autoscaler, NodePool};
 
-use crate::timeline::http_get;
-use crate::{ControlPlane, fixtures};
+use test_support::{ControlPlane, fixtures, http_get};
 
 /// Which scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -101,7 +100,7 @@ impl Run {
 pub async fn run(scenario: Scenario, strategy: &str, opts: &Options) -> Result<Run> {
     // Bare: the figures count every request the API server serves, and a
     // controller-manager's writes would blur them.
-    let cp = ControlPlane::start_with(crate::control_plane::Topology::Bare).await?;
+    let cp = ControlPlane::start_with(test_support::control_plane::Topology::Bare).await?;
     let client = cp.client().await?;
     let n = opts.pools;
     let pools_api: Api<NodePool> = Api::all(client.clone());
@@ -425,7 +424,7 @@ impl Process {
         opts: &Options,
         scenario: &str,
     ) -> Result<Self> {
-        let addr = format!("127.0.0.1:{}", crate::control_plane::free_port()?);
+        let addr = format!("127.0.0.1:{}", test_support::control_plane::free_port()?);
         std::fs::create_dir_all(&opts.log_dir)?;
         let log = opts
             .log_dir
@@ -457,7 +456,8 @@ impl Process {
             pid,
             peak_rss_kb: 0,
         };
-        crate::wait_until_ready(name, &mut p.child, &addr, &log, Duration::from_secs(60)).await?;
+        test_support::wait_until_ready(name, &mut p.child, &addr, &log, Duration::from_secs(60))
+            .await?;
         p.peak_rss_kb = proc_status_kb(pid, "VmHWM:").unwrap_or(0);
         Ok(p)
     }

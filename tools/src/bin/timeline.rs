@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use e2e::timeline::{self, Options};
-use e2e::{ControlPlane, report};
+use test_support::ControlPlane;
+use tools::report;
+use tools::timeline::{self, Options};
 
 #[derive(Parser)]
 #[command(about = "Reproduce the two-operator conflict timeline with each strategy, measured")]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use e2e::ControlPlane;
+use test_support::ControlPlane;
 
 #[derive(Parser)]
 #[command(about = "Start or stop the local control plane used for development and the demo")]

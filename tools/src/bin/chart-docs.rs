@@ -6,7 +6,7 @@ fn main() -> anyhow::Result<()> {
     let charts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts");
     for name in ["nodepool-operator", "autoscaler-operator"] {
         let dir = charts.join(name);
-        std::fs::write(dir.join("README.md"), e2e::chart_docs::render(&dir)?)?;
+        std::fs::write(dir.join("README.md"), tools::chart_docs::render(&dir)?)?;
         println!("charts/{name}/README.md");
     }
     Ok(())

@@ -270,7 +270,7 @@ impl ControlPlane {
         let kubeconfig = dir.join("kubeconfig");
         fs::write(&kubeconfig, kubeconfig_yaml(&server, &tokens))?;
 
-        let client = client_for(&kubeconfig, Identity::Admin).await?;
+        let client = Self::client_for_kubeconfig(&kubeconfig, Identity::Admin).await?;
         wait_ready(&client, dir, children).await?;
         install_crds(&client).await?;
         grant_chart_roles(&client, assets).await?;
@@ -344,9 +344,9 @@ impl ControlPlane {
                 &KubeConfigOptions::default(),
             )
             .await?;
-            return Ok(operator_kit::client::build(config, Default::default())?);
+            return plain_client(config);
         }
-        client_for(&self.kubeconfig, identity).await
+        Self::client_for_kubeconfig(&self.kubeconfig, identity).await
     }
 
     /// The client configuration of `identity` (on an external cluster: the current
@@ -364,15 +364,19 @@ impl ControlPlane {
 
     /// A client acting as `identity` from a kubeconfig this harness wrote.
     pub async fn client_for_kubeconfig(kubeconfig: &Path, identity: Identity) -> Result<Client> {
-        if std::env::var_os("E2E_KUBECONFIG").is_some() {
-            let config = Config::from_custom_kubeconfig(
-                Kubeconfig::read_from(kubeconfig)?,
-                &KubeConfigOptions::default(),
-            )
-            .await?;
-            return Ok(operator_kit::client::build(config, Default::default())?);
-        }
-        client_for(kubeconfig, identity).await
+        plain_client(Self::config_for_kubeconfig(kubeconfig, identity).await?)
+    }
+
+    /// The client configuration of `identity` from a kubeconfig this harness wrote (on an
+    /// external cluster: its current context): what an operator run in-process builds its
+    /// own client from, as its `main` would.
+    pub async fn config_for_kubeconfig(kubeconfig: &Path, identity: Identity) -> Result<Config> {
+        let external = std::env::var_os("E2E_KUBECONFIG").is_some();
+        let options = KubeConfigOptions {
+            context: (!external).then(|| identity.name().to_owned()),
+            ..Default::default()
+        };
+        Ok(Config::from_custom_kubeconfig(Kubeconfig::read_from(kubeconfig)?, &options).await?)
     }
 
     /// Stops `component` (SIGTERM, as a rolling restart would), keeps it down for `down`,
@@ -560,15 +564,11 @@ fn kubeconfig_yaml(server: &str, tokens: &BTreeMap<&'static str, String>) -> Str
     )
 }
 
-async fn client_for(kubeconfig: &Path, identity: Identity) -> Result<Client> {
-    let options = KubeConfigOptions {
-        context: Some(identity.name().to_owned()),
-        ..Default::default()
-    };
-    let config =
-        Config::from_custom_kubeconfig(Kubeconfig::read_from(kubeconfig)?, &options).await?;
-    // As the operators build theirs: no hidden retries of 429s and 5xx.
-    Ok(operator_kit::client::build(config, Default::default())?)
+/// A client that sends each request once: a test sees what the server answered, with no
+/// retry of a 429 or a 5xx hidden in between (kube's default client retries them).
+fn plain_client(mut config: Config) -> Result<Client> {
+    config.default_retry = false;
+    Ok(Client::try_from(config)?)
 }
 
 fn spawn(mut cmd: Command, dir: &Path, name: &str, mode: Mode) -> Result<Child> {

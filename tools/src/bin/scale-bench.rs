@@ -1,10 +1,10 @@
-//! `make bench-scale`: both operators at scale, measured by the API server (see `e2e::scale`).
+//! `make bench-scale`: both operators at scale, measured by the API server (see `tools::scale`).
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
 use clap::Parser;
-use e2e::scale::{self, Options, Scenario};
+use tools::scale::{self, Options, Scenario};
 
 #[derive(Parser)]
 #[command(about = "NodePools at scale: requests, idle writes, convergence, CPU and memory")]

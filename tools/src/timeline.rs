@@ -5,8 +5,6 @@
 //! copies meet newer resourceVersions. Every change of the pool (from a watch), every 409
 //! the operators log, and their metrics are recorded.
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -23,7 +21,7 @@ use serde_json::{Value, json};
 use shared_crd::condition::find;
 use shared_crd::{Autoscaler, NodePool, ScalingRules};
 
-use crate::{ControlPlane, fixtures, unique_name};
+use test_support::{ControlPlane, fixtures, http_get, unique_name};
 
 /// The field manager of the third writer.
 pub const THIRD_WRITER: &str = "third-writer";
@@ -149,7 +147,7 @@ impl Operator {
         cp: &ControlPlane,
         opts: &Options,
     ) -> Result<Self> {
-        let port = crate::control_plane::free_port()?;
+        let port = test_support::control_plane::free_port()?;
         let addr = format!("127.0.0.1:{port}");
         std::fs::create_dir_all(&opts.log_dir)?;
         let log = opts.log_dir.join(format!("{name}-{strategy}.log"));
@@ -185,7 +183,7 @@ impl Operator {
             addr,
             log,
         };
-        crate::wait_until_ready(
+        test_support::wait_until_ready(
             name,
             &mut op.child,
             &op.addr,
@@ -594,20 +592,6 @@ pub fn parse_metrics(text: &str) -> Counters {
         }
     }
     c
-}
-
-/// A plain HTTP/1.0 GET on loopback (the operators' /readyz and /metrics).
-pub fn http_get(addr: &str, path: &str) -> Result<String> {
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
-        bail!("GET {path}: {}", head.lines().next().unwrap_or_default());
-    }
-    Ok(body.to_owned())
 }
 
 #[cfg(test)]

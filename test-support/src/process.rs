@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::timeline::http_get;
+use crate::http_get;
 
 pub struct OperatorProcess {
     child: tokio::process::Child,

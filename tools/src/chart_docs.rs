@@ -33,7 +33,8 @@ pub fn render(dir: &Path) -> Result<String> {
          privilege escalation, all capabilities dropped, `RuntimeDefault` seccomp, resources \
          set, and the ServiceAccount token mounted only into the operator pod.\n\
          - A wrong value fails at `helm install` (`values.schema.json`).\n\
-         - The operator's behaviour, flags and metrics: the project README.\n\n\
+         - The operator's behaviour and flags: `docs/{name}.md` in the project; \
+         its metrics: `docs/metrics.md`.\n\n\
          ## Values\n\n\
          | Key | Type | Default | Description |\n\
          |---|---|---|---|\n"
