@@ -84,10 +84,21 @@ pub struct Inputs<'a> {
     pub now: i64,
 }
 
-/// The HPA's algorithm, per pool: recommend, stabilize (scale up to the lowest and down to
-/// the highest recommendation of each window), limit the step, clamp, hold when paused or
-/// when the pool cannot get more nodes.
+/// The HPA's algorithm, per pool: recommend (clamped to the bounds), stabilize (scale up
+/// to the lowest and down to the highest recommendation of each window), limit the step,
+/// clamp, hold when paused or when the pool cannot get more nodes.
 pub fn decide(input: &Inputs) -> Decision {
+    let spec = input.spec;
+    let mut decision = recommend(input);
+    stabilize(input, &mut decision);
+    limit_step(input, &mut decision);
+    decision.desired = decision.desired.clamp(spec.min_replicas, spec.max_replicas);
+    hold(input, &mut decision);
+    decision
+}
+
+/// The size the demand asks for, clamped to `[minReplicas, maxReplicas]`, and why.
+fn recommend(input: &Inputs) -> Decision {
     let spec = input.spec;
     let (mut raw, mut why) = nodes_needed(
         input.demand.total(),
@@ -120,7 +131,20 @@ pub fn decide(input: &Inputs) -> Decision {
             ),
         ));
     }
+    Decision {
+        desired: recommendation,
+        recommendation,
+        explanation,
+        limited,
+        recheck_in_seconds: None,
+    }
+}
 
+/// The stabilization windows: from the current size, up to the lowest recommendation of
+/// the scale-up window, or down to the highest of the scale-down window.
+fn stabilize(input: &Inputs, decision: &mut Decision) {
+    let behavior = &input.spec.behavior;
+    let recommendation = decision.recommendation;
     let window = |seconds: i32| {
         let since = input.now - i64::from(seconds);
         input
@@ -130,22 +154,21 @@ pub fn decide(input: &Inputs) -> Decision {
             .map(|r| r.replicas)
             .chain(std::iter::once(recommendation))
     };
-    let up_to = window(spec.behavior.scale_up.stabilization_window_seconds)
+    let up_to = window(behavior.scale_up.stabilization_window_seconds)
         .min()
         .unwrap_or(recommendation);
-    let down_to = window(spec.behavior.scale_down.stabilization_window_seconds)
+    let down_to = window(behavior.scale_down.stabilization_window_seconds)
         .max()
         .unwrap_or(recommendation);
     let current = input.current;
-    let mut recheck = None;
-    let mut desired = if current < up_to {
+    decision.desired = if current < up_to {
         up_to
     } else if current > down_to {
         down_to
     } else {
         current
     };
-    if desired != recommendation {
+    if decision.desired != recommendation {
         // A window holds the change back; it can move once the oldest entry ages out.
         let oldest_in = |seconds: i32| {
             input
@@ -155,54 +178,56 @@ pub fn decide(input: &Inputs) -> Decision {
                 .map(|r| r.at + i64::from(seconds) - input.now)
                 .min()
         };
-        recheck = if recommendation < current {
-            oldest_in(spec.behavior.scale_down.stabilization_window_seconds)
+        decision.recheck_in_seconds = if recommendation < current {
+            oldest_in(behavior.scale_down.stabilization_window_seconds)
         } else {
-            oldest_in(spec.behavior.scale_up.stabilization_window_seconds)
+            oldest_in(behavior.scale_up.stabilization_window_seconds)
         };
-        explanation += &format!("; stabilized at {desired}");
+        decision.explanation += &format!("; stabilized at {}", decision.desired);
     }
-    let (up_step, down_step) = (
-        spec.behavior.scale_up.max_step,
-        spec.behavior.scale_down.max_step,
-    );
-    // Steps count from the nodes that exist, never undoing what was already asked.
-    let highest = (input.existing + up_step).max(current);
-    let lowest = (input.existing - down_step).min(current);
-    if desired > highest {
-        desired = highest;
-        explanation += &format!("; step limited to +{up_step}");
-        recheck = Some(1);
-    } else if desired < lowest {
-        desired = lowest;
-        explanation += &format!("; step limited to -{down_step}");
-        recheck = Some(1);
-    }
-    desired = desired.clamp(spec.min_replicas, spec.max_replicas);
+}
 
-    if input.pool_at_quota && desired > current {
+/// `maxStep`: at most that many nodes up or down from the nodes that exist, never undoing
+/// what was already asked.
+fn limit_step(input: &Inputs, decision: &mut Decision) {
+    let behavior = &input.spec.behavior;
+    let (up_step, down_step) = (behavior.scale_up.max_step, behavior.scale_down.max_step);
+    let highest = (input.existing + up_step).max(input.current);
+    let lowest = (input.existing - down_step).min(input.current);
+    if decision.desired > highest {
+        decision.desired = highest;
+        decision.explanation += &format!("; step limited to +{up_step}");
+        decision.recheck_in_seconds = Some(1);
+    } else if decision.desired < lowest {
+        decision.desired = lowest;
+        decision.explanation += &format!("; step limited to -{down_step}");
+        decision.recheck_in_seconds = Some(1);
+    }
+}
+
+/// Holds the current request when the pool is at its quota (no more), or paused.
+fn hold(input: &Inputs, decision: &mut Decision) {
+    let current = input.current;
+    if input.pool_at_quota && decision.desired > current {
         // Asking for more than the pool can get only makes the two operators fight; asking
         // for less would clear AtQuota and ask again next time: hold the current request.
-        explanation += &format!("; pool at quota, holding at {current}");
-        limited = Some((
+        decision.explanation += &format!("; pool at quota, holding at {current}");
+        decision.limited = Some((
             reason::AT_QUOTA,
-            format!("the pool is at its provider quota; holding at {current} instead of {desired}"),
+            format!(
+                "the pool is at its provider quota; holding at {current} instead of {}",
+                decision.desired
+            ),
         ));
-        desired = current;
-        recheck = None;
+        decision.desired = current;
+        decision.recheck_in_seconds = None;
     }
-    if spec.paused {
-        explanation = format!("paused; would ask for {desired}");
-        limited = Some((reason::PAUSED, format!("paused; would ask for {desired}")));
-        desired = current;
-        recheck = None;
-    }
-    Decision {
-        desired,
-        recommendation,
-        explanation,
-        limited,
-        recheck_in_seconds: recheck,
+    if input.spec.paused {
+        let would = format!("paused; would ask for {}", decision.desired);
+        decision.explanation = would.clone();
+        decision.limited = Some((reason::PAUSED, would));
+        decision.desired = current;
+        decision.recheck_in_seconds = None;
     }
 }
 

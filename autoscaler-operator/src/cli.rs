@@ -38,16 +38,6 @@ impl Cli {
             },
             strategy: self.common.write.strategy(),
         };
-        operator_kit::process::run(&OPERATOR, &self.common, |p| {
-            run_operator(
-                p.client,
-                config,
-                p.writes,
-                p.reconciles,
-                p.readiness,
-                p.leadership,
-            )
-        })
-        .await
+        operator_kit::process::run(&OPERATOR, &self.common, |p| run_operator(p, config)).await
     }
 }

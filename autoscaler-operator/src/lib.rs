@@ -6,17 +6,8 @@ pub mod caches;
 pub mod cli;
 pub mod controller;
 
-use std::sync::Arc;
-
-use kube::Client;
 use operator_kit::ConflictStrategy;
-use operator_kit::controller::RunnerSettings;
-use operator_kit::events::Recorder;
-use operator_kit::http::Readiness;
-use operator_kit::leader::Leadership;
-use operator_kit::metrics::{ReconcileMetrics, WriteMetrics};
-use operator_kit::watch::Watches;
-use shared_crd::field_manager;
+use operator_kit::process::Parts;
 
 pub use caches::Caches;
 pub use cli::Cli;
@@ -29,30 +20,22 @@ pub struct Config {
     pub strategy: ConflictStrategy,
 }
 
-/// Runs the controller until SIGTERM or Ctrl-C. `readiness` turns ready once the caches
-/// have synced; the controller starts once `leadership` is acquired.
-pub async fn run_operator(
-    client: Client,
-    config: Config,
-    writes: Arc<WriteMetrics>,
-    reconciles: Arc<ReconcileMetrics>,
-    readiness: Readiness,
-    mut leadership: Leadership,
-) {
-    let writer = operator_kit::Writer::new(config.strategy, field_manager::AUTOSCALER_OPERATOR)
-        .with_metrics(writes);
-    // The process's one event recorder: the watches report unreadable objects with it,
-    // the controller its decisions.
-    let recorder = Recorder::new(client.clone(), controller::reporter());
-    let mut watches = Watches::new(client.clone(), recorder.clone());
-    let caches = Caches::watch(&mut watches);
-    let runner = RunnerSettings {
-        metrics: reconciles,
-        concurrency: config.settings.concurrency,
-    };
-    let leading = move || {
-        let ctx = Context::new(client, writer, recorder, caches, config.settings);
-        controller::runner(ctx, &runner).run()
-    };
-    watches.serve(&readiness, &mut leadership, leading).await;
+/// Runs the controller until SIGTERM or Ctrl-C: the watches on every replica (Ready once
+/// their caches are full), the controller on the leader only, from then on.
+pub async fn run_operator(parts: Parts, config: Config) {
+    let mut runtime = parts.runtime(config.strategy, config.settings.concurrency);
+    let caches = Caches::watch(&mut runtime.watches);
+    runtime
+        .serve(move |shared| {
+            let runner = shared.runner.clone();
+            let ctx = Context::new(
+                shared.client,
+                shared.writer,
+                shared.recorder,
+                caches,
+                config.settings,
+            );
+            controller::runner(ctx, &runner).run()
+        })
+        .await;
 }

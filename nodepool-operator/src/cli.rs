@@ -61,14 +61,7 @@ impl Cli {
         let config = self.config();
         operator_kit::process::run(&OPERATOR, &self.common, |p| {
             tracing::info!(provider = %self.provider, max_nodes = ?config.settings.max_nodes, "nodes");
-            run_operator(
-                p.client,
-                config,
-                p.writes,
-                p.reconciles,
-                p.readiness,
-                p.leadership,
-            )
+            run_operator(p, config)
         })
         .await
     }

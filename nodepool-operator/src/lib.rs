@@ -27,15 +27,8 @@ pub use pool::{Context, Settings};
 
 use std::sync::Arc;
 
-use kube::Client;
 use operator_kit::ConflictStrategy;
-use operator_kit::controller::RunnerSettings;
-use operator_kit::events::{Recorder, Reporter};
-use operator_kit::http::Readiness;
-use operator_kit::leader::Leadership;
-use operator_kit::metrics::{ReconcileMetrics, WriteMetrics};
-use operator_kit::watch::Watches;
-use shared_crd::field_manager;
+use operator_kit::process::{Parts, Shared};
 
 /// Everything the operator needs to run, from flags.
 #[derive(Clone, Debug)]
@@ -45,75 +38,61 @@ pub struct Config {
     pub strategy: ConflictStrategy,
 }
 
-/// Runs every part until the process gets SIGTERM or Ctrl-C. `readiness` turns ready
-/// once the caches have synced; the parts that write start once `leadership` is acquired.
-pub async fn run_operator(
-    client: Client,
-    config: Config,
-    writes: Arc<WriteMetrics>,
-    reconciles: Arc<ReconcileMetrics>,
-    readiness: Readiness,
-    mut leadership: Leadership,
-) {
-    let writer = operator_kit::Writer::new(config.strategy, field_manager::NODEPOOL_OPERATOR)
-        .with_metrics(writes);
-    let recorder = Recorder::new(client.clone(), reporter());
-    let mut watches = Watches::new(client.clone(), recorder.clone());
-    let caches = Caches::watch(&mut watches);
-    let runner = RunnerSettings {
-        metrics: reconciles,
-        concurrency: config.settings.concurrency,
-    };
-    // The parts that write start once every cache is full (an orphan is only an orphan
-    // against a complete list of pools) and this replica leads.
-    let leading = move || async move {
-        let provider = provider::VirtualProvider::new(client.clone(), config.provider.clone());
-        let kubelet = provider::Provider::kubelet(&provider);
-        let lifecycle = lifecycle::runner(
-            lifecycle::Context::new(
-                client.clone(),
-                recorder.clone(),
-                caches.clone(),
-                &provider,
-                config.settings.drain_timeout,
-            ),
-            &runner,
-        );
-        let pools = pool::runner(
-            Context::new(
-                client.clone(),
-                writer.clone(),
-                recorder,
-                Arc::new(provider),
-                caches.clone(),
-                config.settings.clone(),
-            ),
-            &runner,
-        );
-        let ready = nodepool_ready::runner(
-            nodepool_ready::Context::new(client, writer, caches.clone()),
-            &runner,
-        );
-        // The kubelet's heartbeats, when the provider's nodes have none; they never end by
-        // themselves: the controllers' end (SIGTERM) ends them.
-        let heartbeats = async {
-            match kubelet {
-                Some(kubelet) => kubelet.heartbeats(caches.nodes.store().clone()).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = async { tokio::join!(pools.run(), lifecycle.run(), ready.run()) } => {}
-            () = heartbeats => {}
-        }
-    };
-    watches.serve(&readiness, &mut leadership, leading).await;
+/// Runs every part until the process gets SIGTERM or Ctrl-C: the watches on every replica
+/// (Ready once their caches are full), the parts that write on the leader only, from then
+/// on (an orphan is only an orphan against a complete list of pools).
+pub async fn run_operator(parts: Parts, config: Config) {
+    let mut runtime = parts.runtime(config.strategy, config.settings.concurrency);
+    let caches = Caches::watch(&mut runtime.watches);
+    runtime
+        .serve(move |shared| run_controllers(shared, caches, config))
+        .await;
 }
 
-/// The reporter of this operator's events.
-pub fn reporter() -> Reporter {
-    Reporter {
-        controller: field_manager::NODEPOOL_OPERATOR.into(),
-        instance: std::env::var("POD_NAME").ok(),
+/// The controllers, and the heartbeats of the kubelet the provider's nodes lack.
+async fn run_controllers(shared: Shared, caches: Caches, config: Config) {
+    let Shared {
+        client,
+        writer,
+        recorder,
+        runner,
+    } = shared;
+    let provider = provider::VirtualProvider::new(client.clone(), config.provider.clone());
+    let kubelet = provider::Provider::kubelet(&provider);
+    let lifecycle = lifecycle::runner(
+        lifecycle::Context::new(
+            client.clone(),
+            recorder.clone(),
+            caches.clone(),
+            &provider,
+            config.settings.drain_timeout,
+        ),
+        &runner,
+    );
+    let pools = pool::runner(
+        Context::new(
+            client.clone(),
+            writer.clone(),
+            recorder,
+            Arc::new(provider),
+            caches.clone(),
+            config.settings.clone(),
+        ),
+        &runner,
+    );
+    let ready = nodepool_ready::runner(
+        nodepool_ready::Context::new(client, writer, caches.clone()),
+        &runner,
+    );
+    // They never end by themselves: the controllers' end (SIGTERM) ends them.
+    let heartbeats = async {
+        match kubelet {
+            Some(kubelet) => kubelet.heartbeats(caches.nodes.store().clone()).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = async { tokio::join!(pools.run(), lifecycle.run(), ready.run()) } => {}
+        () = heartbeats => {}
     }
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::events::v1::Event as K8sEvent;
+use k8s_openapi::api::events::v1::{Event as K8sEvent, EventSeries};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
@@ -100,6 +100,12 @@ impl SeriesCache {
     }
 }
 
+/// The patch of a repeated event: its series only.
+#[derive(Debug, serde::Serialize)]
+struct SeriesPatch {
+    series: EventSeries,
+}
+
 /// What makes two events the same (client-go's `getEventKey`): type, reason, action, note,
 /// and the objects it is about. The reporter is the same for all of one recorder's events.
 fn series_key(event: &Event, regarding: &ObjectReference) -> u64 {
@@ -165,9 +171,12 @@ impl Recorder {
         let time = MicroTime(k8s_openapi::jiff::Timestamp::now());
         if let Some((namespace, name, count)) = repeat {
             let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), &namespace);
-            let patch = serde_json::json!({
-                "series": {"count": count, "lastObservedTime": time},
-            });
+            let patch = SeriesPatch {
+                series: EventSeries {
+                    count,
+                    last_observed_time: time.clone(),
+                },
+            };
             let patched = api
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await

@@ -8,9 +8,13 @@ use std::sync::Arc;
 use tracing_subscriber::Layer;
 
 use crate::cli::{CommonArgs, LogArgs, RunArgs};
+use crate::controller::RunnerSettings;
+use crate::events::{Recorder, Reporter};
 use crate::http::{self, Readiness};
 use crate::metrics::{OperatorMetrics, operator_metrics};
 use crate::observe::TriggerLayer;
+use crate::watch::Watches;
+use crate::write::{ConflictStrategy, Writer};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -47,7 +51,7 @@ where
         strategy = args.write.strategy().name(),
         "starting"
     );
-    process.run(lease, operator).await?;
+    process.run(who.name, lease, operator).await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -86,6 +90,8 @@ pub async fn start(
 
 /// What an operator's parts are given to run with, by [`Process::run`].
 pub struct Parts {
+    /// The operator's name: its field manager and the reporter of its events.
+    pub name: &'static str,
     pub client: kube::Client,
     pub writes: Arc<crate::metrics::WriteMetrics>,
     pub reconciles: Arc<crate::metrics::ReconcileMetrics>,
@@ -99,6 +105,7 @@ impl Process {
     /// `lease` is given, and serves /metrics, /healthz and /readyz until it ends.
     pub async fn run<F, Fut>(
         self,
+        name: &'static str,
         lease: Option<crate::leader::Lease>,
         operator: F,
     ) -> Result<(), BoxError>
@@ -116,6 +123,7 @@ impl Process {
         let (lease_client, ready) = (client.clone(), readiness.clone());
         let operator = move |leadership| {
             operator(Parts {
+                name,
                 client,
                 writes,
                 reconciles,
@@ -125,6 +133,73 @@ impl Process {
         };
         let elected = with_leader_election(lease_client, lease, metrics.leader, operator);
         serve_while(metrics.registry, addr, readiness, elected).await
+    }
+}
+
+impl Parts {
+    /// The run time of an operator that writes with `strategy` and runs each controller
+    /// with `concurrency` reconciles at once: its writer (its name is the field manager),
+    /// its event recorder, and the watches to open before [`Runtime::serve`].
+    pub fn runtime(self, strategy: ConflictStrategy, concurrency: u16) -> Runtime {
+        let reporter = Reporter {
+            controller: self.name.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        let recorder = Recorder::new(self.client.clone(), reporter);
+        Runtime {
+            watches: Watches::new(self.client.clone(), recorder.clone()),
+            shared: Shared {
+                writer: Writer::new(strategy, self.name).with_metrics(self.writes),
+                client: self.client,
+                recorder,
+                runner: RunnerSettings {
+                    metrics: self.reconciles,
+                    concurrency,
+                },
+            },
+            readiness: self.readiness,
+            leadership: self.leadership,
+        }
+    }
+}
+
+/// One operator's run time.
+pub struct Runtime {
+    /// Where the operator opens its watches, before [`Runtime::serve`].
+    pub watches: Watches,
+    shared: Shared,
+    readiness: Readiness,
+    leadership: crate::leader::Leadership,
+}
+
+/// What the controllers of one operator share.
+#[derive(Clone)]
+pub struct Shared {
+    pub client: kube::Client,
+    pub writer: Writer,
+    /// The one event recorder of the process (the watches report with it too).
+    pub recorder: Recorder,
+    pub runner: RunnerSettings,
+}
+
+impl Runtime {
+    /// Runs the watches until the process stops; once every cache is full the process is
+    /// Ready, and once it leads, `leading` builds the controllers from what they share and
+    /// runs them (see [`Watches::serve`]).
+    pub async fn serve<F, Fut>(self, leading: F)
+    where
+        F: FnOnce(Shared) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let Runtime {
+            watches,
+            shared,
+            readiness,
+            mut leadership,
+        } = self;
+        watches
+            .serve(&readiness, &mut leadership, move || leading(shared))
+            .await;
     }
 }
 

@@ -16,9 +16,9 @@ use autoscaler_core::history::History;
 use kube::Client;
 use kube::runtime::controller::Action;
 use operator_kit::controller::{ReconcileError, Reconciler};
-use operator_kit::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use operator_kit::events::{Event as KubeEvent, EventType, Recorder};
 use operator_kit::{WriteError, Writer};
-use shared_crd::{Autoscaler, field_manager};
+use shared_crd::Autoscaler;
 
 use crate::caches::Caches;
 
@@ -200,13 +200,5 @@ impl Context {
     /// Seconds since this process started: the clock of the stabilization windows.
     fn clock(&self) -> i64 {
         self.started.elapsed().as_secs() as i64
-    }
-}
-
-/// The reporter of this operator's events.
-pub fn reporter() -> Reporter {
-    Reporter {
-        controller: field_manager::AUTOSCALER_OPERATOR.into(),
-        instance: std::env::var("POD_NAME").ok(),
     }
 }

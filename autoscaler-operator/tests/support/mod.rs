@@ -8,6 +8,8 @@ use std::time::Duration;
 use operator_kit::ConflictStrategy;
 use operator_kit::http::Readiness;
 use operator_kit::metrics::{ReconcileMetrics, WriteMetrics};
+use operator_kit::process::Parts;
+use shared_crd::field_manager;
 use test_support::{ControlPlane, Identity, shared};
 
 pub struct Running {
@@ -69,20 +71,26 @@ pub fn operators() -> &'static Running {
                 };
                 tokio::join!(
                     nodepool_operator::run_operator(
-                        np_client,
+                        Parts {
+                            name: field_manager::NODEPOOL_OPERATOR,
+                            client: np_client,
+                            writes: np_writes,
+                            reconciles: np_reconciles,
+                            readiness: np_ready,
+                            leadership: Leadership::always(),
+                        },
                         np,
-                        np_writes,
-                        np_reconciles,
-                        np_ready,
-                        Leadership::always(),
                     ),
                     autoscaler_operator::run_operator(
-                        as_client,
+                        Parts {
+                            name: field_manager::AUTOSCALER_OPERATOR,
+                            client: as_client,
+                            writes: as_writes,
+                            reconciles: as_reconciles,
+                            readiness: as_ready,
+                            leadership: Leadership::always(),
+                        },
                         auto,
-                        as_writes,
-                        as_reconciles,
-                        as_ready,
-                        Leadership::always(),
                     ),
                 );
             });

@@ -13,8 +13,9 @@ use nodepool_operator::{Config, Settings, run_operator};
 use operator_kit::ConflictStrategy;
 use operator_kit::http::Readiness;
 use operator_kit::metrics::{ReconcileMetrics, WriteMetrics};
-use shared_crd::NodePool;
+use operator_kit::process::Parts;
 use shared_crd::condition::find;
+use shared_crd::{NodePool, field_manager};
 use test_support::{eventually, fixtures, shared, unique_name};
 
 pub struct Running {
@@ -103,7 +104,14 @@ pub fn start(config: Config) -> Instance {
             .expect("kubeconfig");
             let client = operator_kit::client::build(kube_config, observe).expect("client");
             tokio::select! {
-                () = run_operator(client, config, w, r, readiness, Leadership::always()) => {}
+                () = run_operator(Parts {
+                    name: field_manager::NODEPOOL_OPERATOR,
+                    client,
+                    writes: w,
+                    reconciles: r,
+                    readiness,
+                    leadership: Leadership::always(),
+                }, config) => {}
                 _ = stopped => {}
             }
         });

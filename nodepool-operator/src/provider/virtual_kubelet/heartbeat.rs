@@ -38,9 +38,79 @@ pub(super) struct Heartbeats {
     settings: VirtualSettings,
 }
 
+#[derive(Debug, PartialEq)]
 enum Beat {
     Lease(String, Option<String>),
     Status(String, NodeCondition),
+}
+
+/// When each node's next beats are due. What it remembers only paces requests: a restart
+/// spreads the Leases of the nodes it finds over one interval again.
+struct Schedule {
+    every: Duration,
+    lease_due: HashMap<String, Instant>,
+    /// A status just sent shows in the cache a moment later: it is not sent twice.
+    status_sent: HashMap<String, Instant>,
+}
+
+impl Schedule {
+    fn new(every: Duration) -> Self {
+        Self {
+            every,
+            lease_due: HashMap::new(),
+            status_sent: HashMap::new(),
+        }
+    }
+
+    /// The beats due at `now` (`wall` on the clock) for `nodes`, the virtual ones of the
+    /// node cache; forgets the nodes that are gone.
+    fn due(
+        &mut self,
+        nodes: &[&Node],
+        now: Instant,
+        wall: Timestamp,
+        settings: &VirtualSettings,
+    ) -> Vec<Beat> {
+        let every = self.every;
+        let mut beats = Vec::new();
+        let mut present = HashSet::new();
+        for node in nodes {
+            let name = node.name_any();
+            present.insert(name.clone());
+            // A node made a moment ago gets its Lease at once, as a starting kubelet
+            // makes it; the nodes a restart finds are spread over one interval, so the
+            // restart sends no burst.
+            let due = self.lease_due.entry(name.clone()).or_insert_with(|| {
+                let age = node
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .and_then(|t| Duration::try_from(wall.duration_since(t.0)).ok())
+                    .unwrap_or(Duration::MAX);
+                if age < every {
+                    now
+                } else {
+                    now + every.mul_f64((fnv1a(name.as_bytes()) % 1000) as f64 / 1000.0)
+                }
+            });
+            if *due <= now {
+                *due = now + every;
+                beats.push(Beat::Lease(name.clone(), node.metadata.uid.clone()));
+            }
+            let recently_sent = self
+                .status_sent
+                .get(&name)
+                .is_some_and(|at| now.duration_since(*at) < every);
+            if !recently_sent && let Some(condition) = status_due(node, wall, settings) {
+                self.status_sent.insert(name.clone(), now);
+                beats.push(Beat::Status(name, condition));
+            }
+        }
+        self.lease_due.retain(|n, _| present.contains(n));
+        self.status_sent
+            .retain(|n, at| present.contains(n) && now.duration_since(*at) < every);
+        beats
+    }
 }
 
 impl Heartbeats {
@@ -52,81 +122,55 @@ impl Heartbeats {
         }
     }
 
-    /// Runs until the process ends.
+    /// Runs until the process ends: once a second, the beats due, a few at a time.
     pub async fn run(self) {
         if self.nodes.wait_until_ready().await.is_err() {
             return;
         }
-        let leases: Api<Lease> = Api::namespaced(self.client.clone(), NODE_LEASE_NAMESPACE);
-        let nodes: Api<Node> = Api::all(self.client.clone());
         let every = self
             .settings
             .lease_renew_interval
             .max(Duration::from_secs(1));
-        let mut lease_due: HashMap<String, Instant> = HashMap::new();
-        // A status just sent shows in the cache a moment later: do not send it twice.
-        let mut status_sent: HashMap<String, Instant> = HashMap::new();
+        let mut schedule = Schedule::new(every);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let (now, wall) = (Instant::now(), Timestamp::now());
-            let mut beats = Vec::new();
-            let mut present = HashSet::new();
-            for node in self.nodes.state().iter().filter(|n| is_virtual(n)) {
-                let name = node.name_any();
-                present.insert(name.clone());
-                // A node made a moment ago gets its Lease at once, as a starting kubelet
-                // makes it; the nodes a restart finds are spread over one interval, so the
-                // restart sends no burst.
-                let due = lease_due.entry(name.clone()).or_insert_with(|| {
-                    let age = node
-                        .metadata
-                        .creation_timestamp
-                        .as_ref()
-                        .and_then(|t| Duration::try_from(wall.duration_since(t.0)).ok())
-                        .unwrap_or(Duration::MAX);
-                    if age < every {
-                        now
-                    } else {
-                        now + every.mul_f64((fnv1a(name.as_bytes()) % 1000) as f64 / 1000.0)
-                    }
-                });
-                if *due <= now {
-                    *due = now + every;
-                    beats.push(Beat::Lease(name.clone(), node.metadata.uid.clone()));
-                }
-                let recently_sent = status_sent
-                    .get(&name)
-                    .is_some_and(|at| now.duration_since(*at) < every);
-                if !recently_sent && let Some(condition) = status_due(node, wall, &self.settings) {
-                    status_sent.insert(name.clone(), now);
-                    beats.push(Beat::Status(name, condition));
-                }
-            }
-            lease_due.retain(|n, _| present.contains(n));
-            status_sent.retain(|n, at| present.contains(n) && now.duration_since(*at) < every);
-            let settings = &self.settings;
+            let cached = self.nodes.state();
+            let virtual_nodes: Vec<&Node> = cached
+                .iter()
+                .map(AsRef::as_ref)
+                .filter(|n| is_virtual(n))
+                .collect();
+            let beats = schedule.due(
+                &virtual_nodes,
+                Instant::now(),
+                Timestamp::now(),
+                &self.settings,
+            );
             futures::stream::iter(beats)
-                .for_each_concurrent(CONCURRENCY, |beat| {
-                    let (leases, nodes) = (&leases, &nodes);
-                    async move {
-                        let result = match &beat {
-                            Beat::Lease(name, uid) => {
-                                renew(leases, name, uid.as_deref(), settings).await
-                            }
-                            Beat::Status(name, condition) => report(nodes, name, condition).await,
-                        };
-                        if let Err(e) = result {
-                            let (what, name) = match &beat {
-                                Beat::Lease(n, _) => ("lease", n),
-                                Beat::Status(n, _) => ("status", n),
-                            };
-                            tracing::warn!(node = %name, what, error = %e, "heartbeat failed");
-                        }
-                    }
-                })
+                .for_each_concurrent(CONCURRENCY, |beat| self.send(beat))
                 .await;
+        }
+    }
+
+    async fn send(&self, beat: Beat) {
+        let result = match &beat {
+            Beat::Lease(name, uid) => {
+                let leases: Api<Lease> = Api::namespaced(self.client.clone(), NODE_LEASE_NAMESPACE);
+                renew(&leases, name, uid.as_deref(), &self.settings).await
+            }
+            Beat::Status(name, condition) => {
+                let nodes: Api<Node> = Api::all(self.client.clone());
+                report(&nodes, name, condition).await
+            }
+        };
+        if let Err(e) = result {
+            let (what, name) = match &beat {
+                Beat::Lease(n, _) => ("lease", n),
+                Beat::Status(n, _) => ("status", n),
+            };
+            tracing::warn!(node = %name, what, error = %e, "heartbeat failed");
         }
     }
 }
@@ -257,6 +301,58 @@ mod tests {
             node.status.as_mut().unwrap().conditions = Some(vec![c]);
         }
         node
+    }
+
+    #[test]
+    fn a_new_nodes_lease_is_due_at_once_and_a_found_one_within_an_interval() {
+        let every = Duration::from_secs(10);
+        let mut schedule = Schedule::new(every);
+        let t0 = Instant::now();
+        // Made a second ago, Ready: its Lease now, no status (its heartbeat is fresh).
+        let new = node(99, Some(99));
+        let old = {
+            let mut n = node(0, Some(95));
+            n.metadata.name = Some("old".into());
+            n
+        };
+        let beats = schedule.due(&[&new, &old], t0, at(100), &settings());
+        assert_eq!(
+            beats,
+            [Beat::Lease("n".into(), None)],
+            "the old one waits its turn"
+        );
+        // Within one interval the old one's Lease comes, the new one's not again.
+        let later: Vec<Beat> = (1..=10)
+            .flat_map(|s| {
+                let now = t0 + Duration::from_secs(s) - Duration::from_millis(1);
+                schedule.due(&[&new, &old], now, at(100 + s as i64), &settings())
+            })
+            .collect();
+        assert_eq!(later, [Beat::Lease("old".into(), None)]);
+    }
+
+    #[test]
+    fn a_status_is_not_sent_twice_before_the_cache_shows_it() {
+        let mut schedule = Schedule::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        let starting = node(100, None);
+        let first = schedule.due(&[&starting], t0, at(103), &settings());
+        assert!(first.iter().any(|b| matches!(b, Beat::Status(..))));
+        // The cache still shows it not Ready a second later: nothing new to send.
+        let again = schedule.due(
+            &[&starting],
+            t0 + Duration::from_secs(1),
+            at(104),
+            &settings(),
+        );
+        assert!(again.is_empty(), "{again:?}");
+        // A node gone is forgotten.
+        assert!(
+            schedule
+                .due(&[], t0 + Duration::from_secs(2), at(105), &settings())
+                .is_empty()
+        );
+        assert!(schedule.lease_due.is_empty() && schedule.status_sent.is_empty());
     }
 
     #[test]

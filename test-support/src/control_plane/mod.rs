@@ -6,20 +6,27 @@
 //! process ends, however it ends (panic, abort, kill), the pipe closes and a small
 //! supervisor stops the process and removes its data. A control plane started with
 //! [`ControlPlane::start_detached`] (`make cluster-up`) outlives its starter instead.
-use std::collections::BTreeMap;
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
+
+mod assets;
+mod credentials;
+mod install;
+mod processes;
+
+use assets::apiserver_minor;
+pub use assets::{assets_dir, free_port};
+use credentials::{kubeconfig_yaml, write_credentials};
+pub use install::{grant_chart_roles, install_crds};
+use processes::{http_get, spawn, stop_children, wait_for_default_service_account, wait_ready};
 
 /// Who a client acts as. Each operator has its own identity, so a test can run it
 /// with exactly the permissions its chart grants.
@@ -485,345 +492,9 @@ fn unique_suffix() -> String {
     format!("{:06x}{n:x}", rand::random::<u32>() & 0x00ff_ffff)
 }
 
-/// The directory with etcd, kube-apiserver, kubectl and helm (built or found by
-/// `hack/control-plane.sh`, which honours `KUBEBUILDER_ASSETS`).
-pub fn assets_dir() -> Result<PathBuf> {
-    static ASSETS: OnceLock<PathBuf> = OnceLock::new();
-    if let Some(dir) = ASSETS.get() {
-        return Ok(dir.clone());
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hack/control-plane.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("running {}", script.display()))?;
-    if !out.status.success() {
-        bail!("{} failed ({})", script.display(), out.status);
-    }
-    let dir = PathBuf::from(String::from_utf8(out.stdout)?.trim());
-    Ok(ASSETS.get_or_init(|| dir).clone())
-}
-
-fn apiserver_minor(assets: &Path) -> Result<u32> {
-    let out = Command::new(assets.join("kube-apiserver"))
-        .arg("--version")
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    // "Kubernetes v1.20.2"
-    text.trim()
-        .rsplit('v')
-        .next()
-        .and_then(|v| v.split('.').nth(1))
-        .and_then(|m| m.parse().ok())
-        .with_context(|| format!("unexpected kube-apiserver --version output {text:?}"))
-}
-
-/// A loopback port free right now (another process may take it before it is used).
-pub fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// Writes the service-account key pair and the static token file; returns the tokens.
-fn write_credentials(dir: &Path) -> Result<BTreeMap<&'static str, String>> {
-    let key = dir.join("sa.key");
-    run(Command::new("openssl")
-        .args(["genrsa", "-out"])
-        .arg(&key)
-        .arg("2048"))?;
-    run(Command::new("openssl")
-        .args(["rsa", "-pubout", "-in"])
-        .arg(&key)
-        .arg("-out")
-        .arg(dir.join("sa.pub")))?;
-    let mut tokens = BTreeMap::new();
-    let mut csv = String::new();
-    for (uid, identity) in Identity::ALL.iter().enumerate() {
-        let token = format!("{:032x}", rand::random::<u128>());
-        csv += &format!(
-            "{token},{},{uid},\"{}\"\n",
-            identity.name(),
-            identity.groups()
-        );
-        tokens.insert(identity.name(), token);
-    }
-    fs::write(dir.join("tokens.csv"), csv)?;
-    Ok(tokens)
-}
-
-fn kubeconfig_yaml(server: &str, tokens: &BTreeMap<&'static str, String>) -> String {
-    let mut users = String::new();
-    let mut contexts = String::new();
-    for identity in Identity::ALL {
-        let name = identity.name();
-        users += &format!("- name: {name}\n  user:\n    token: {}\n", tokens[name]);
-        contexts += &format!("- name: {name}\n  context:\n    cluster: local\n    user: {name}\n");
-    }
-    format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {server}\n    insecure-skip-tls-verify: true\nusers:\n{users}contexts:\n{contexts}current-context: admin\n"
-    )
-}
-
 /// A client that sends each request once: a test sees what the server answered, with no
 /// retry of a 429 or a 5xx hidden in between (kube's default client retries them).
 fn plain_client(mut config: Config) -> Result<Client> {
     config.default_retry = false;
     Ok(Client::try_from(config)?)
-}
-
-fn spawn(mut cmd: Command, dir: &Path, name: &str, mode: Mode) -> Result<Child> {
-    let log = fs::File::create(dir.join(format!("{name}.log")))?;
-    cmd.stdout(log.try_clone()?).stderr(log);
-    match mode {
-        Mode::Detached => {
-            use std::os::unix::process::CommandExt;
-            cmd.stdin(Stdio::null()).process_group(0);
-            cmd.spawn().with_context(|| format!("starting {name}"))
-        }
-        Mode::Supervised => {
-            // bash runs the process, then waits for its stdin (our pipe) to close: that
-            // happens when we drop the Child's stdin or when this process exits in any way.
-            let program = cmd.get_program().to_owned();
-            let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
-            let mut supervisor = Command::new("bash");
-            supervisor
-                .arg("-c")
-                .arg(SUPERVISOR)
-                .arg("supervise")
-                .arg(dir)
-                .arg(program)
-                .args(args)
-                .stdin(Stdio::piped());
-            let log = fs::OpenOptions::new()
-                .append(true)
-                .open(dir.join(format!("{name}.log")))?;
-            supervisor.stdout(log.try_clone()?).stderr(log);
-            supervisor
-                .spawn()
-                .with_context(|| format!("starting {name}"))
-        }
-    }
-}
-
-/// `$1` is the data directory, the rest the command. Stops the command when stdin
-/// closes (the last supervisor to finish, etcd's, removes the data directory), and
-/// restarts it on a `restart <seconds>` line.
-const SUPERVISOR: &str = r#"
-dir="$1"; shift
-"$@" </dev/null &
-pid=$!
-stop() {
-  kill "$pid" 2>/dev/null
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$pid" 2>/dev/null
-  wait "$pid" 2>/dev/null
-}
-# `restart <seconds>`: stop, stay down that long, start again. End of input: stop.
-while read -r command seconds; do
-  case "$command" in
-    restart) stop; echo "supervisor: restarting after ${seconds}s down"; sleep "$seconds"; "$@" </dev/null & pid=$! ;;
-    *) break ;;
-  esac
-done
-stop
-case "$(basename "$1")" in etcd) rm -rf "$dir" ;; esac
-"#;
-
-fn stop_children(children: Vec<Child>) {
-    // kube-apiserver first (it was started last), then etcd, which removes the directory.
-    for mut child in children.into_iter().rev() {
-        match child.stdin.take() {
-            Some(stdin) => drop(stdin),
-            None => {
-                let _ = child.kill();
-            }
-        }
-        let _ = child.wait();
-    }
-}
-
-/// Fails when one of the control plane's processes has exited, pointing at the logs.
-fn none_exited(children: &mut [Child], dir: &Path) -> Result<()> {
-    for child in children.iter_mut() {
-        if let Some(status) = child.try_wait()? {
-            bail!(
-                "a control-plane process exited ({status}); see logs in {}",
-                dir.display()
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Waits until the token controller has given `default/default` its token: before that,
-/// the `ServiceAccount` admission plugin refuses pods in `default`.
-async fn wait_for_default_service_account(
-    client: &Client,
-    dir: &Path,
-    children: &mut [Child],
-) -> Result<()> {
-    use k8s_openapi::api::core::v1::ServiceAccount;
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(Some(sa)) = accounts.get_opt("default").await
-            && sa.secrets.is_some_and(|s| !s.is_empty())
-        {
-            return Ok(());
-        }
-        none_exited(children, dir)?;
-        if Instant::now() > deadline {
-            bail!(
-                "no token for the default ServiceAccount after 60s; see kube-controller-manager.log in {}",
-                dir.display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn wait_ready(client: &Client, dir: &Path, children: &mut [Child]) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let req = http_get("/readyz");
-        match client.request_text(req).await {
-            Ok(body) if body.trim() == "ok" => return Ok(()),
-            _ => {}
-        }
-        none_exited(children, dir)?;
-        if Instant::now() > deadline {
-            let log = fs::read_to_string(dir.join("kube-apiserver.log")).unwrap_or_default();
-            let tail: Vec<_> = log.lines().rev().take(20).collect();
-            bail!(
-                "kube-apiserver not ready after 60s; last log lines:\n{}",
-                tail.join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn http_get(path: &str) -> http::Request<Vec<u8>> {
-    http::Request::get(path)
-        .body(Vec::new())
-        .expect("a valid request")
-}
-
-/// Gives each operator identity the ClusterRole its Helm chart grants (rendered with
-/// `helm template`), so tests run the operators with exactly those permissions.
-pub async fn grant_chart_roles(client: &Client, assets: &Path) -> Result<()> {
-    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleRef, Subject};
-    use serde::Deserialize;
-
-    let roles: Api<ClusterRole> = Api::all(client.clone());
-    let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
-    let params = kube::api::PatchParams::apply("nodepool-e2e").force();
-    for identity in [Identity::NodepoolOperator, Identity::AutoscalerOperator] {
-        let chart = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../charts")
-            .join(identity.name());
-        let out = Command::new(assets.join("helm"))
-            .args(["template", "e2e"])
-            .arg(&chart)
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "helm template {}: {}",
-                chart.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let text = String::from_utf8(out.stdout)?;
-        let mut role = None;
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let value = serde_json::Value::deserialize(doc)?;
-            if value["kind"] == "ClusterRole" {
-                role = Some(serde_json::from_value::<ClusterRole>(value)?);
-            }
-        }
-        let mut role =
-            role.with_context(|| format!("no ClusterRole in chart {}", chart.display()))?;
-        let name = format!("e2e-{}", identity.name());
-        role.metadata = kube::api::ObjectMeta {
-            name: Some(name.clone()),
-            ..Default::default()
-        };
-        roles
-            .patch(&name, &params, &kube::api::Patch::Apply(&role))
-            .await?;
-        let binding = ClusterRoleBinding {
-            metadata: kube::api::ObjectMeta {
-                name: Some(name.clone()),
-                ..Default::default()
-            },
-            role_ref: RoleRef {
-                api_group: "rbac.authorization.k8s.io".into(),
-                kind: "ClusterRole".into(),
-                name: name.clone(),
-            },
-            subjects: Some(vec![Subject {
-                kind: "User".into(),
-                name: identity.name().into(),
-                api_group: Some("rbac.authorization.k8s.io".into()),
-                namespace: None,
-            }]),
-        };
-        bindings
-            .patch(&name, &params, &kube::api::Patch::Apply(&binding))
-            .await?;
-    }
-    Ok(())
-}
-
-/// Installs (creates or replaces) both CRDs and waits until they are Established.
-///
-/// Not server-side apply: servers before 1.25 reject an applied CRD that carries the
-/// CEL rule (`x-kubernetes-validations` is not in their typed schema), while a plain
-/// create or update drops the unknown field, so the same YAML installs everywhere.
-pub async fn install_crds(client: &Client) -> Result<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in shared_crd::crd::all() {
-        let name = crd.metadata.name.clone().context("CRD without a name")?;
-        match crds.create(&PostParams::default(), &crd).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.is_already_exists() => {
-                let mut updated = crd.clone();
-                updated.metadata.resource_version =
-                    crds.get(&name).await?.metadata.resource_version;
-                crds.replace(&name, &PostParams::default(), &updated)
-                    .await
-                    .with_context(|| format!("updating CRD {name}"))?;
-            }
-            Err(e) => return Err(e).with_context(|| format!("installing CRD {name}")),
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for crd in shared_crd::crd::all() {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        loop {
-            let current = crds.get(&name).await?;
-            let established = current
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("CRD {name} not Established after 30s");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    Ok(())
-}
-
-fn run(cmd: &mut Command) -> Result<()> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
 }
