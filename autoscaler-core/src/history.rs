@@ -41,19 +41,39 @@ impl History {
         memory.recommendations.clone()
     }
 
-    /// Records this decision's recommendation: at most one entry per second, and only as
-    /// far back as the longer window reaches.
+    /// Records this decision's recommendation, only as far back as the longer window
+    /// reaches, and at most two entries a second: the lowest and the highest of that
+    /// second. The windows read nothing else (the scale-up window its lowest entry, the
+    /// scale-down window its highest), so they see what keeping every recommendation would
+    /// show, however many reconciles a second runs; a later recommendation of the same
+    /// second never replaces a higher one (or the seed), which would let a scale-down
+    /// through the window at once.
     pub fn record(&mut self, uid: &str, now: i64, replicas: i32) {
         let Some(memory) = self.by_uid.get_mut(uid) else {
             return;
         };
         let keep = memory.keep;
-        memory.recommendations.retain(|r| r.at > now - keep.max(1));
-        match memory.recommendations.last_mut() {
-            Some(last) if last.at == now => last.replicas = replicas,
-            _ => memory
-                .recommendations
-                .push(Recommendation { at: now, replicas }),
+        let recommendations = &mut memory.recommendations;
+        recommendations.retain(|r| r.at > now - keep.max(1));
+        let this_second = recommendations
+            .iter()
+            .rposition(|r| r.at != now)
+            .map_or(0, |i| i + 1);
+        let (low, high) = recommendations[this_second..]
+            .iter()
+            .fold((replicas, replicas), |(low, high), r| {
+                (low.min(r.replicas), high.max(r.replicas))
+            });
+        recommendations.truncate(this_second);
+        recommendations.push(Recommendation {
+            at: now,
+            replicas: low,
+        });
+        if high != low {
+            recommendations.push(Recommendation {
+                at: now,
+                replicas: high,
+            });
         }
     }
 
@@ -90,21 +110,39 @@ mod tests {
     }
 
     #[test]
-    fn one_entry_a_second_and_only_as_far_back_as_the_window() {
+    fn two_entries_a_second_at_most_and_only_as_far_back_as_the_window() {
         let mut h = History::default();
         h.recommendations("a", 5, 4, 0);
         h.record("a", 0, 3);
         h.record("a", 0, 2);
-        assert_eq!(h.recommendations("a", 5, 4, 0), [at(0, 2)], "same second");
+        assert_eq!(
+            h.recommendations("a", 5, 4, 0),
+            [at(0, 2), at(0, 4)],
+            "the same second: its lowest and its highest, the seed among them"
+        );
+        h.record("a", 3, 1);
         h.record("a", 3, 1);
         h.record("a", 6, 1);
         assert_eq!(
             h.recommendations("a", 5, 4, 6),
             [at(3, 1), at(6, 1)],
-            "the entry of second 0 is older than the 5 s window"
+            "the entries of second 0 are older than the 5 s window"
         );
         h.record("b", 1, 1);
         assert_eq!(h.len(), 1, "nothing recorded for an Autoscaler never read");
+    }
+
+    #[test]
+    fn a_drop_in_the_second_of_a_rise_still_waits_for_the_scale_down_window() {
+        // Scaled up to 4 and, later in the same second of this process's clock, the demand
+        // is gone: the scale-down window must still hold the 4.
+        let mut h = History::default();
+        h.recommendations("a", 5, 1, 0);
+        h.record("a", 1, 4);
+        h.record("a", 1, 1);
+        let past = h.recommendations("a", 5, 1, 1);
+        assert_eq!(past.iter().map(|r| r.replicas).max(), Some(4), "{past:?}");
+        assert_eq!(past.iter().map(|r| r.replicas).min(), Some(1), "{past:?}");
     }
 
     #[test]

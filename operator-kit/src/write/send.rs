@@ -28,18 +28,12 @@ impl Writer {
         K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
     {
         let precondition = cached.resource_version();
-        match self.put_change(api, change, to, precondition.clone()).await {
-            Ok(object) => Ok(WriteOutcome::Written {
-                object: Box::new(object),
-                attempts: 1,
-            }),
-            Err(PutError::Unchanged) => Ok(WriteOutcome::Unchanged),
-            Err(PutError::Api(e)) => {
-                let read = precondition.as_deref();
-                self.log_conflict(&to.resource, &to.name, read, 1, "requeue", &e);
-                Err((1, e))
-            }
-        }
+        let sent = match self.put_change(api, change, to, precondition.clone()).await {
+            Err(PutError::Unchanged) => return Ok(WriteOutcome::Unchanged),
+            Err(PutError::Api(e)) => Err(e),
+            Ok(object) => Ok(object),
+        };
+        self.once(sent, cached, to, "requeue")
     }
 
     /// Server-side apply of the change alone, under the writer's field manager, forced:
@@ -63,6 +57,18 @@ impl Writer {
                     .await
             }
         };
+        self.once(sent, cached, to, "none")
+    }
+
+    /// The outcome of a strategy's one request: written, or the error, whose 409 is
+    /// counted and logged as a write made from `cached`, with `next` after it.
+    fn once<K: Resource>(
+        &self,
+        sent: kube::Result<K>,
+        cached: &K,
+        to: &Destination<'_>,
+        next: &'static str,
+    ) -> Result<WriteOutcome<K>, Failed> {
         match sent {
             Ok(object) => Ok(WriteOutcome::Written {
                 object: Box::new(object),
@@ -70,7 +76,7 @@ impl Writer {
             }),
             Err(e) => {
                 let read = cached.meta().resource_version.as_deref();
-                self.log_conflict(&to.resource, &to.name, read, 1, "none", &e);
+                self.log_conflict(&to.resource, &to.name, read, 1, next, &e);
                 Err((1, e))
             }
         }
