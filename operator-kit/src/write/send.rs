@@ -27,8 +27,10 @@ impl Writer {
     where
         K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
     {
-        let precondition = cached.resource_version();
-        let sent = match self.put_change(api, change, to, precondition.clone()).await {
+        let sent = match self
+            .put_change(api, change, to, cached.resource_version())
+            .await
+        {
             Err(PutError::Unchanged) => return Ok(WriteOutcome::Unchanged),
             Err(PutError::Api(e)) => Err(e),
             Ok(object) => Ok(object),

@@ -33,7 +33,8 @@ const CONCURRENCY: usize = 8;
 
 /// The heartbeat task.
 pub(super) struct Heartbeats {
-    client: Client,
+    leases: Api<Lease>,
+    node_api: Api<Node>,
     nodes: Store<Node>,
     settings: VirtualSettings,
 }
@@ -116,7 +117,8 @@ impl Schedule {
 impl Heartbeats {
     pub fn new(client: Client, nodes: Store<Node>, settings: VirtualSettings) -> Self {
         Self {
-            client,
+            leases: Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE),
+            node_api: Api::all(client),
             nodes,
             settings,
         }
@@ -157,13 +159,9 @@ impl Heartbeats {
     async fn send(&self, beat: Beat) {
         let result = match &beat {
             Beat::Lease(name, uid) => {
-                let leases: Api<Lease> = Api::namespaced(self.client.clone(), NODE_LEASE_NAMESPACE);
-                renew(&leases, name, uid.as_deref(), &self.settings).await
+                renew(&self.leases, name, uid.as_deref(), &self.settings).await
             }
-            Beat::Status(name, condition) => {
-                let nodes: Api<Node> = Api::all(self.client.clone());
-                report(&nodes, name, condition).await
-            }
+            Beat::Status(name, condition) => report(&self.node_api, name, condition).await,
         };
         if let Err(e) = result {
             let (what, name) = match &beat {
