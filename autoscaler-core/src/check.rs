@@ -79,6 +79,7 @@ mod tests {
             NodePoolSpec {
                 replicas: 1,
                 template,
+                disruption: None,
             },
         )
     }

@@ -243,6 +243,7 @@ mod tests {
             shared_crd::NodePoolSpec {
                 replicas: 1,
                 template: shared_crd::NodeTemplate::default(),
+                disruption: None,
             },
         )
     }

@@ -11,10 +11,14 @@
 //! - `drain`: which pods a drain moves, what a refusal means, when it tries again.
 #![forbid(unsafe_code)]
 
+pub mod disruption;
 pub mod drain;
 pub mod naming;
 pub mod nodes;
 pub mod quota;
 pub mod ready;
+pub mod schedule;
 pub mod sizing;
 pub mod status;
+pub mod template;
+pub mod validate;

@@ -49,6 +49,7 @@ mod tests {
             NodePoolSpec {
                 replicas: 3,
                 template: NodeTemplate::default(),
+                disruption: None,
             },
         );
         pool.metadata.uid = Some("uid-1".into());

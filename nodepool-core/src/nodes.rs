@@ -77,6 +77,7 @@ pub(crate) mod tests {
             NodePoolSpec {
                 replicas,
                 template: NodeTemplate::default(),
+                disruption: None,
             },
         );
         p.metadata.generation = Some(7);

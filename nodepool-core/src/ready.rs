@@ -71,6 +71,7 @@ mod tests {
             NodePoolSpec {
                 replicas: 1,
                 template: NodeTemplate::default(),
+                disruption: None,
             },
         );
         p.status = Some(NodePoolStatus {

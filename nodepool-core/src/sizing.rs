@@ -2,15 +2,9 @@
 //! controller.
 use k8s_openapi::api::core::v1::Node;
 use kube_core::ResourceExt;
-use shared_crd::NodeTemplate;
 use shared_crd::nodepool::removal_order;
 
 use crate::nodes::is_ready;
-
-/// Checks the template's quantities; the error says which field and why.
-pub fn validate_template(template: &NodeTemplate) -> Result<(), String> {
-    template.capacity.values().map(|_| ())
-}
 
 /// How many nodes to create: the shortfall, limited by the provider quota.
 /// `total_nodes` counts every pool's nodes (the quota is per provider).
@@ -55,28 +49,6 @@ pub fn nodes_to_remove<'a>(
 mod tests {
     use super::*;
     use crate::nodes::tests::node;
-    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-    use shared_crd::NodeCapacity;
-
-    #[test]
-    fn invalid_or_non_positive_capacity_is_rejected_with_the_field() {
-        let mut t = NodeTemplate::default();
-        assert!(validate_template(&t).is_ok());
-        t.capacity = NodeCapacity {
-            cpu: Quantity("lots".into()),
-            ..NodeCapacity::default()
-        };
-        assert!(validate_template(&t).unwrap_err().contains("capacity.cpu"));
-        t.capacity = NodeCapacity {
-            pods: Quantity("0".into()),
-            ..NodeCapacity::default()
-        };
-        assert!(
-            validate_template(&t)
-                .unwrap_err()
-                .contains("capacity.pods: must be positive")
-        );
-    }
 
     #[test]
     fn growth_fills_the_shortfall_within_the_quota() {

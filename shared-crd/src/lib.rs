@@ -15,7 +15,10 @@ pub use autoscaler::{
     Autoscaler, AutoscalerSpec, AutoscalerStatus, NodePoolRef, ScalingBehavior, ScalingRules,
 };
 pub use condition::{Condition, ConditionStatus};
-pub use nodepool::{NodeCapacity, NodePool, NodePoolSpec, NodePoolStatus, NodeTemplate};
+pub use nodepool::{
+    Disruption, DisruptionBudget, DisruptionReason, NodeCapacity, NodePool, NodePoolSpec,
+    NodePoolStatus, NodeTemplate,
+};
 
 /// API group of both kinds.
 pub const API_GROUP: &str = "nodepool.dev";
@@ -32,6 +35,19 @@ pub const VIRTUAL_NODE_TAINT: &str = "nodepool.dev/virtual";
 pub const TERMINATION_FINALIZER: &str = "nodepool.dev/termination";
 /// The NodePool finalizer of versions before 0.2; removed from pools where it is found.
 pub const LEGACY_NODEPOOL_FINALIZER: &str = "nodepool.dev/nodes";
+/// Annotation on each node of a pool: the hash of the template it was made from (as
+/// `pod-template-hash` is for a ReplicaSet's pods). A node whose hash is not the pool's
+/// current one is Drifted.
+pub const TEMPLATE_HASH_ANNOTATION: &str = "nodepool.dev/template-hash";
+/// `"true"` on a pod or a node: keeps the node out of every voluntary disruption
+/// (Drifted, Expired, ScaleDown) while the pod runs (Karpenter's `karpenter.sh/do-not-disrupt`).
+pub const DO_NOT_DISRUPT_ANNOTATION: &str = "nodepool.dev/do-not-disrupt";
+/// Fault injection, as kwok's stages do it: `NotReady` on a Node stops its heartbeats
+/// (Lease and status), so the node lifecycle controller marks it NotReady, then Unknown.
+/// Removing it brings the node back.
+pub const FAULT_ANNOTATION: &str = "nodepool.dev/fault";
+/// The one value of [`FAULT_ANNOTATION`].
+pub const FAULT_NOT_READY: &str = "NotReady";
 /// Namespace of the node heartbeat Leases (what the kubelet and kwok use).
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 
@@ -55,6 +71,9 @@ pub mod condition_type {
     pub const READY: &str = "Ready";
     /// NodePool: nodes are being added or removed (nodepool-operator).
     pub const SCALING: &str = "Scaling";
+    /// NodePool: nodes are being replaced or removed within the disruption budgets, and
+    /// what holds the rest back (nodepool-operator).
+    pub const DISRUPTING: &str = "Disrupting";
     /// Autoscaler: the autoscaler is computing recommendations (autoscaler-operator).
     pub const ACTIVE: &str = "Active";
     /// Autoscaler: the target can be scaled (autoscaler-operator).
@@ -88,6 +107,17 @@ pub mod reason {
     pub const PROVIDER_ERROR: &str = "ProviderError";
     /// The object's spec cannot be acted on; the message says which field and why.
     pub const INVALID_SPEC: &str = "InvalidSpec";
+
+    // NodePool `Disrupting` (nodepool-operator). While True, the reason is the first
+    // disrupted node's: `Unhealthy`, `Expired`, `Drifted` or `ScaleDown`.
+    /// Every node is on the current template, healthy and within its lifetime.
+    pub const UP_TO_DATE: &str = "UpToDate";
+    /// Nodes wait to be disrupted and the budgets allow none of them now.
+    pub const BUDGET_EXHAUSTED: &str = "BudgetExhausted";
+    /// Nodes wait to be disrupted and `do-not-disrupt` holds each of them.
+    pub const DO_NOT_DISRUPT: &str = "DoNotDisrupt";
+    /// More than 20% of the pool's nodes are unhealthy: repair waits.
+    pub const REPAIR_BLOCKED: &str = "RepairBlocked";
 
     // Autoscaler `NodePoolReady` (nodepool-operator).
     pub const READY: &str = "Ready";
@@ -128,4 +158,8 @@ pub mod event_reason {
     pub const DRAIN_BLOCKED: &str = "DrainBlocked";
     /// Node: the pool's `terminationGracePeriodSeconds` passed; its pods are deleted.
     pub const NODE_DRAIN_FORCED: &str = "NodeDrainForced";
+    /// NodePool: a node is being replaced or removed; the note names it and the reason.
+    pub const DISRUPTING: &str = "Disrupting";
+    /// NodePool: disruption is newly held back (a budget, do-not-disrupt, the repair stop).
+    pub const DISRUPTION_BLOCKED: &str = "DisruptionBlocked";
 }

@@ -32,6 +32,12 @@ use crate::condition::{self, Condition};
     printcolumn(name = "Current", type_ = "integer", json_path = ".status.replicas"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
     printcolumn(
+        name = "Up-to-date",
+        type_ = "integer",
+        json_path = ".status.updatedReplicas",
+        description = "nodes on the current template"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -42,8 +48,106 @@ pub struct NodePoolSpec {
     /// Desired number of nodes.
     #[schemars(range(min = 0, max = 1000))]
     pub replicas: i32,
-    /// What every node of the pool looks like.
+    /// What every node of the pool looks like. A node made from an earlier template is
+    /// Drifted, and is replaced within the disruption budgets.
     pub template: NodeTemplate,
+    /// How the pool's nodes may be replaced or removed: repair of unhealthy nodes, and the
+    /// budgets that bound how many go at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disruption: Option<Disruption>,
+}
+
+/// A duration as Go writes it, in whole hours, minutes and seconds (`"720h"`, `"1h30m"`,
+/// `"40s"`), or `"Never"`.
+fn duration_or_never(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "pattern": "^(([0-9]+(s|m|h))+|Never)$",
+        "description": "A duration such as \"720h\", \"1h30m\" or \"40s\", or \"Never\"."
+    })
+}
+
+/// How a pool's nodes are disrupted: replaced (Drifted, Expired, Unhealthy) or removed
+/// (ScaleDown), as Karpenter's `spec.disruption` does.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Disruption {
+    /// How long a node may be NotReady or Unknown before it is Unhealthy and replaced
+    /// (default `"10m"`; `"Never"` turns repair off). Repair stops while more than 20% of
+    /// the pool's nodes, rounded up, are unhealthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "duration_or_never")]
+    pub repair_after: Option<String>,
+    /// At most this many of the pool's nodes are disrupted at once; the strictest active
+    /// budget wins. None given: one budget of `nodes: "10%"`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub budgets: Vec<DisruptionBudget>,
+}
+
+/// One disruption budget.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DisruptionBudget {
+    /// Nodes that may be disrupted at once: a number (`"2"`) or a percentage of the
+    /// pool's nodes, rounded up (`"10%"`).
+    #[schemars(regex(pattern = r"^((100|[0-9]{1,2})%|[0-9]+)$"))]
+    pub nodes: String,
+    /// The reasons this budget bounds; all of them when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<DisruptionReason>,
+    /// A cron schedule (five fields, or `@daily`, `@hourly`...) at which the budget becomes
+    /// active, for `duration`. Unset: always active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// How long the budget stays active after each time of its schedule (`"8h"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^([0-9]+(s|m|h))+$"))]
+    pub duration: Option<String>,
+    /// The IANA time zone the schedule is read in (`"Europe/Berlin"`); UTC when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+}
+
+/// Why a node is disrupted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+pub enum DisruptionReason {
+    /// NotReady or Unknown for `repairAfter`: replaced.
+    Unhealthy,
+    /// Older than `expireAfter`: replaced.
+    Expired,
+    /// Made from an earlier template: replaced.
+    Drifted,
+    /// `spec.replicas` went down: removed.
+    ScaleDown,
+}
+
+impl DisruptionReason {
+    pub const ALL: [DisruptionReason; 4] = [
+        DisruptionReason::Unhealthy,
+        DisruptionReason::Expired,
+        DisruptionReason::Drifted,
+        DisruptionReason::ScaleDown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisruptionReason::Unhealthy => "Unhealthy",
+            DisruptionReason::Expired => "Expired",
+            DisruptionReason::Drifted => "Drifted",
+            DisruptionReason::ScaleDown => "ScaleDown",
+        }
+    }
+
+    /// Whether `do-not-disrupt` holds it back: every reason but Unhealthy.
+    pub fn is_voluntary(self) -> bool {
+        self != DisruptionReason::Unhealthy
+    }
+}
+
+impl std::fmt::Display for DisruptionReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The shape of each node in a pool.
@@ -65,6 +169,11 @@ pub struct NodeTemplate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub termination_grace_period_seconds: Option<i64>,
+    /// How long a node lives before it is Expired and replaced (`"720h"`), or `"Never"`,
+    /// the default. Not part of the template hash: changing it drifts no node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "duration_or_never")]
+    pub expire_after: Option<String>,
 }
 
 /// Resources one node offers, as Kubernetes quantities.
@@ -150,6 +259,9 @@ pub struct NodePoolStatus {
     /// Nodes of the pool that are Ready.
     #[serde(default)]
     pub ready_replicas: i32,
+    /// Nodes of the pool made from the current template.
+    #[serde(default)]
+    pub updated_replicas: i32,
     /// Label selector of the pool's nodes, for the scale subresource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
@@ -159,7 +271,7 @@ pub struct NodePoolStatus {
     /// When a node was last added or removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scale_time: Option<Time>,
-    /// `Ready` and `Scaling` (nodepool-operator), and any other manager's own.
+    /// `Ready`, `Scaling` and `Disrupting` (nodepool-operator), and any other manager's own.
     // No schema default: a 1.20 server treats a list-map with a default as atomic, and
     // one manager's apply then replaces every other manager's conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -15,6 +15,7 @@ pub fn nodepool(name: &str, replicas: i32) -> NodePool {
                 labels: BTreeMap::from([("tier".to_owned(), "test".to_owned())]),
                 ..Default::default()
             },
+            disruption: None,
         },
     )
 }

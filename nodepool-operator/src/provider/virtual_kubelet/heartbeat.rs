@@ -290,6 +290,7 @@ mod tests {
             NodePoolSpec {
                 replicas: 1,
                 template: NodeTemplate::default(),
+                disruption: None,
             },
         );
         let mut node = super::super::node::node_for(&pool, "n", true, false);
