@@ -14,15 +14,17 @@
 //! - `do-not-disrupt` (on the node, or on a pod running there) holds a node back from
 //!   every voluntary reason; an Expired node past `expireAfter` plus the pool's
 //!   `terminationGracePeriodSeconds` goes anyway, as in Karpenter.
-//! - Repair stops while more than 20% of the pool's nodes (rounded up) are unhealthy.
+//! - Repair stops while more than 20% of the pool's nodes (rounded up) are unhealthy or
+//!   on their way there.
 use std::cmp::Reverse;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Node;
 use kube_core::ResourceExt;
-use shared_crd::DisruptionReason;
+use shared_crd::condition::ConditionStatus;
 use shared_crd::nodepool::removal_order;
+use shared_crd::{DisruptionReason, reason};
 
 use crate::nodes::{is_ready, ready_condition};
 use crate::template::hash_of;
@@ -144,6 +146,26 @@ fn expiry_overrides_at(node: &Node, rules: &Rules) -> Option<Timestamp> {
         .ok()
 }
 
+/// How long after its creation a node's NotReady still means it is starting.
+const STARTING: Duration = Duration::from_secs(10);
+
+/// NotReady (or Unknown) since a moment clearly after the node was made: it was up and
+/// failed, rather than still starting.
+fn failed_after_start(node: &Node) -> bool {
+    if is_ready(node) {
+        return false;
+    }
+    let since = ready_condition(node).and_then(|c| c.last_transition_time.as_ref());
+    let created = node.metadata.creation_timestamp.as_ref();
+    match (since, created) {
+        (Some(since), Some(created)) => created
+            .0
+            .checked_add(STARTING)
+            .is_ok_and(|started| since.0 > started),
+        _ => false,
+    }
+}
+
 fn schedulable(node: &Node) -> bool {
     !node
         .spec
@@ -179,10 +201,21 @@ pub fn plan<'a>(input: &Inputs<'a>) -> Plan<'a> {
             candidates.push((observed, reason));
         }
     }
+    // The repair stop counts the Unhealthy nodes and those on their way there (NotReady
+    // since after they started), as Karpenter counts every node with the condition:
+    // nodes that fail together are held back together, not repaired one by one as each
+    // reaches `repairAfter`. A node still starting is not counted: it is most often the
+    // replacement of a sick one, and counting it would stop the very repair it serves.
     let unhealthy = candidates
         .iter()
-        .filter(|(_, r)| *r == DisruptionReason::Unhealthy)
-        .count();
+        .filter(|(o, r)| *r == DisruptionReason::Unhealthy || failed_after_start(o.node))
+        .count()
+        + input
+            .live
+            .iter()
+            .filter(|o| failed_after_start(o.node))
+            .filter(|o| !candidates.iter().any(|(c, _)| std::ptr::eq(c.node, o.node)))
+            .count();
     let unhealthy_allowed = (pool_nodes * UNHEALTHY_LIMIT_PERCENT).div_ceil(100);
 
     // Unhealthy first, then Expired, then Drifted; within a reason the sick, the empty
@@ -302,6 +335,131 @@ pub fn plan<'a>(input: &Inputs<'a>) -> Plan<'a> {
         updated,
         next_check,
     }
+}
+
+/// Names for a message: the first few, then how many more.
+fn listed(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = names
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        text += &format!(" and {} more", names.len() - SHOWN);
+    }
+    text
+}
+
+/// The pool's `Disrupting` condition for `plan`, with `terminating` of its nodes draining
+/// and `blocked_drains` naming those whose drain PodDisruptionBudgets block: what is
+/// replaced or removed and why, and what holds the rest back. True while a disruption
+/// is under way (a node being replaced or removed, or draining while others wait); False
+/// with the hold as its reason when nodes wait and nothing moves; False `UpToDate`
+/// otherwise. A function of the state alone, so that a reconcile with nothing new
+/// writes nothing.
+pub fn condition(
+    plan: &Plan,
+    terminating: usize,
+    blocked_drains: &[String],
+) -> (ConditionStatus, &'static str, String) {
+    let mut parts = Vec::new();
+    for reason in DisruptionReason::ALL {
+        let names: Vec<String> = plan
+            .replacing
+            .iter()
+            .filter(|d| d.reason == reason)
+            .map(Disrupted::name)
+            .collect();
+        if !names.is_empty() {
+            parts.push(format!("replacing {} ({reason})", listed(&names)));
+        }
+    }
+    let removing: Vec<String> = plan
+        .delete
+        .iter()
+        .filter(|d| d.reason == DisruptionReason::ScaleDown)
+        .map(Disrupted::name)
+        .collect();
+    if !removing.is_empty() {
+        parts.push(format!("removing {} (ScaleDown)", listed(&removing)));
+    }
+    if terminating > 0 {
+        parts.push(format!("{terminating} node(s) draining"));
+    }
+    if !blocked_drains.is_empty() {
+        parts.push(format!(
+            "the drain of {} is blocked by PodDisruptionBudgets",
+            listed(blocked_drains)
+        ));
+    }
+    let held = |pick: &dyn Fn(&Hold) -> bool| -> Vec<String> {
+        plan.held
+            .iter()
+            .filter(|(_, h)| pick(h))
+            .map(|(d, _)| d.name())
+            .collect()
+    };
+    for reason in DisruptionReason::ALL {
+        let waiting: Vec<(usize, String)> = plan
+            .held
+            .iter()
+            .filter_map(|(d, h)| match h {
+                Hold::Budget { limit } if d.reason == reason => Some((*limit, d.name())),
+                _ => None,
+            })
+            .collect();
+        if let Some((limit, _)) = waiting.first() {
+            let names: Vec<String> = waiting.iter().map(|(_, n)| n.clone()).collect();
+            parts.push(format!(
+                "{} {reason} wait for the budget ({limit} node(s) at once): {}",
+                names.len(),
+                listed(&names)
+            ));
+        }
+    }
+    let kept = held(&|h| *h == Hold::DoNotDisrupt);
+    if !kept.is_empty() {
+        parts.push(format!("do-not-disrupt keeps {}", listed(&kept)));
+    }
+    if let Some((_, Hold::RepairBlocked { unhealthy, allowed })) = plan
+        .held
+        .iter()
+        .find(|(_, h)| matches!(h, Hold::RepairBlocked { .. }))
+    {
+        parts.push(format!(
+            "repair stopped: {unhealthy} nodes unhealthy, more than the {allowed} \
+             ({UNHEALTHY_LIMIT_PERCENT}% of the pool, rounded up) repair may replace"
+        ));
+    }
+
+    let moving = plan.replacing.first().map(|d| d.reason).or_else(|| {
+        plan.delete.first().map(|d| d.reason).or_else(|| {
+            (terminating > 0)
+                .then(|| plan.held.first().map(|(d, _)| d.reason))
+                .flatten()
+        })
+    });
+    let (status, reason) = match (moving, plan.held.first()) {
+        (Some(reason), _) => (ConditionStatus::True, reason.as_str()),
+        (None, Some((_, hold))) => (
+            ConditionStatus::False,
+            match hold {
+                Hold::Budget { .. } => reason::BUDGET_EXHAUSTED,
+                Hold::DoNotDisrupt => reason::DO_NOT_DISRUPT,
+                Hold::RepairBlocked { .. } => reason::REPAIR_BLOCKED,
+            },
+        ),
+        (None, None) => {
+            parts.insert(
+                0,
+                format!("{} node(s) on the current template", plan.updated),
+            );
+            (ConditionStatus::False, reason::UP_TO_DATE)
+        }
+    };
+    (status, reason, parts.join("; "))
 }
 
 #[cfg(test)]
@@ -496,6 +654,24 @@ mod tests {
             "two Ready nodes of three: its replacement first"
         );
 
+        // Its replacement, still starting, is no second sick node: the repair goes on
+        // (counting it would stop the repair and remove the replacement as surplus).
+        let mut starting = node("r", NOW - 1, false);
+        starting
+            .status
+            .as_mut()
+            .unwrap()
+            .conditions
+            .as_mut()
+            .unwrap()[0]
+            .last_transition_time = Some(Time(Timestamp::from_second(NOW - 1).unwrap()));
+        nodes.push(starting);
+        let live = observed(&nodes);
+        let p = run(&rules, 3, &live, 0);
+        assert_eq!((names(&p.replacing), p.desired), (vec!["a".to_owned()], 4));
+        assert!(p.delete.is_empty() && p.held.is_empty(), "{:?}", p.held);
+        nodes.pop();
+
         // With its replacement Ready it goes (it counted for nothing Ready).
         nodes.push(made("r", 1, "new"));
         let live = observed(&nodes);
@@ -643,5 +819,49 @@ mod tests {
         assert!(p.replacing.is_empty() && p.delete.is_empty() && p.held.is_empty());
         assert_eq!((p.desired, p.updated), (2, 1));
         assert_eq!(p.next_check, None);
+    }
+
+    #[test]
+    fn the_condition_says_what_moves_and_what_holds_the_rest_back() {
+        let rules = default_rules();
+        let nodes = [
+            made("a", 300, "old"),
+            made("b", 200, "old"),
+            made("c", 100, "old"),
+        ];
+        let live = observed(&nodes);
+        let p = run(&rules, 3, &live, 0);
+        let (status, why, message) = condition(&p, 0, &[]);
+        assert_eq!((status, why), (ConditionStatus::True, "Drifted"));
+        assert_eq!(
+            message,
+            "replacing a (Drifted); 2 Drifted wait for the budget (1 node(s) at once): b, c"
+        );
+        // a drains; b and c wait: still under way, and a blocked drain is named.
+        let live = observed(&nodes[1..]);
+        let p = run(&rules, 3, &live, 1);
+        let (status, why, message) = condition(&p, 1, &["a".to_owned()]);
+        assert_eq!((status, why), (ConditionStatus::True, "Drifted"));
+        assert!(
+            message.starts_with("1 node(s) draining; the drain of a is blocked"),
+            "{message}"
+        );
+        // Nothing moves and a budget of 0 holds them.
+        let zero = budget("0");
+        let live = observed(&nodes);
+        let p = run(&zero, 3, &live, 0);
+        assert_eq!(condition(&p, 0, &[]).1, "BudgetExhausted");
+        // All done.
+        let fresh = [made("r", 1, "new")];
+        let live = observed(&fresh);
+        let p = run(&rules, 1, &live, 0);
+        assert_eq!(
+            condition(&p, 0, &[]),
+            (
+                ConditionStatus::False,
+                "UpToDate",
+                "1 node(s) on the current template".to_owned()
+            )
+        );
     }
 }

@@ -8,6 +8,7 @@ use shared_crd::condition::{self, Condition, ConditionStatus};
 use shared_crd::{NodePool, condition_type, reason};
 
 use crate::nodes::is_ready;
+use crate::template::{hash_of, template_hash};
 
 /// Why the pool cannot converge right now, if something stops it.
 #[derive(Clone, Debug, PartialEq)]
@@ -35,14 +36,39 @@ impl Blocker {
 pub struct PoolStatus {
     pub replicas: i32,
     pub ready_replicas: i32,
+    pub updated_replicas: i32,
     pub selector: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Only in the reconcile that scaled, under its own field manager.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_scale_time: Option<Time>,
-    /// `Ready` and `Scaling`: this operator's conditions only.
+    /// `Ready`, `Scaling` and `Disrupting`: this operator's conditions only.
     pub conditions: Vec<Condition>,
+}
+
+/// What the disruption plan says for the status: the size the pool is driven to now
+/// (`replicas` plus the replacements under way) and the `Disrupting` condition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Disrupting {
+    pub desired: i32,
+    pub condition: (ConditionStatus, &'static str, String),
+}
+
+impl Disrupting {
+    /// No disruption planned (the spec is invalid): the pool is driven to `replicas`.
+    pub fn none(pool: &NodePool, blocker: Option<&Blocker>) -> Self {
+        let condition = match blocker {
+            Some(Blocker::InvalidSpec(msg)) => {
+                (ConditionStatus::False, reason::INVALID_SPEC, msg.clone())
+            }
+            _ => (ConditionStatus::False, reason::UP_TO_DATE, String::new()),
+        };
+        Self {
+            desired: pool.spec.replicas.max(0),
+            condition,
+        }
+    }
 }
 
 /// The status nodepool-operator reports for `pool` with these (live) nodes. Transition
@@ -51,6 +77,7 @@ pub fn desired_status(
     pool: &NodePool,
     nodes: &[&Node],
     blocker: Option<&Blocker>,
+    disrupting: &Disrupting,
     now: Time,
 ) -> PoolStatus {
     let previous = pool
@@ -58,24 +85,32 @@ pub fn desired_status(
         .as_ref()
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
-    let desired = pool.spec.replicas.max(0);
+    let replicas = pool.spec.replicas.max(0);
+    // The size the pool is driven to: `replicas`, plus replacements under way.
+    let desired = disrupting.desired;
     let current = nodes.len() as i32;
     let ready = nodes.iter().filter(|n| is_ready(n)).count() as i32;
+    let hash = template_hash(&pool.spec.template);
+    let updated = nodes
+        .iter()
+        .filter(|n| hash_of(n) == Some(hash.as_str()))
+        .count() as i32;
     let generation = pool.metadata.generation;
 
     let ready_condition = match blocker {
         Some(Blocker::InvalidSpec(msg)) => {
             (ConditionStatus::False, reason::INVALID_SPEC, msg.clone())
         }
-        _ if ready == desired && current == desired => (
+        // A rollout keeps `replicas` nodes Ready: the pool stays Ready through it.
+        _ if ready >= replicas && current == desired => (
             ConditionStatus::True,
             reason::NODES_READY,
-            format!("{ready} of {desired} nodes ready"),
+            format!("{} of {replicas} nodes ready", ready.min(replicas)),
         ),
         _ => (
             ConditionStatus::False,
             reason::NODES_NOT_READY,
-            format!("{ready} of {desired} nodes ready"),
+            format!("{} of {replicas} nodes ready", ready.min(replicas)),
         ),
     };
     let scaling_condition = match blocker {
@@ -106,9 +141,12 @@ pub fn desired_status(
             format!("{current} nodes"),
         ),
     };
+    let (status, why, message) = &disrupting.condition;
+    let disrupting_condition = (*status, *why, message.clone());
     let conditions = [
         (condition_type::READY, ready_condition),
         (condition_type::SCALING, scaling_condition),
+        (condition_type::DISRUPTING, disrupting_condition),
     ]
     .into_iter()
     .map(|(type_, (status, why, message))| {
@@ -119,6 +157,7 @@ pub fn desired_status(
     PoolStatus {
         replicas: current,
         ready_replicas: ready,
+        updated_replicas: updated,
         selector: NodePool::node_selector(&pool.name_any()),
         observed_generation: generation,
         last_scale_time: None,
@@ -144,7 +183,13 @@ mod tests {
     #[test]
     fn status_counts_nodes_and_reports_scaling_up() {
         let (a, b) = (node("a", 1, true), node("b", 2, false));
-        let s = desired_status(&pool(3), &[&a, &b], None, now());
+        let s = desired_status(
+            &pool(3),
+            &[&a, &b],
+            None,
+            &Disrupting::none(&pool(3), None),
+            now(),
+        );
         assert_eq!((s.replicas, s.ready_replicas), (2, 1));
         assert_eq!(s.selector, "nodepool.dev/pool=p");
         assert_eq!(s.observed_generation, Some(7));
@@ -168,7 +213,7 @@ mod tests {
     fn recomputed_later_with_nothing_changed_the_status_is_the_same() {
         let (a, b) = (node("a", 1, true), node("b", 2, true));
         let mut p = pool(2);
-        let s = desired_status(&p, &[&a, &b], None, now());
+        let s = desired_status(&p, &[&a, &b], None, &Disrupting::none(&p, None), now());
         assert_eq!(
             condition::find(&s.conditions, "Ready").unwrap().status,
             ConditionStatus::True
@@ -180,7 +225,10 @@ mod tests {
         // The server stores it; later, the same observation gives the same status.
         p.status = Some(serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap());
         let later = Time(Timestamp::from_second(2_000).unwrap());
-        assert_eq!(desired_status(&p, &[&a, &b], None, later), s);
+        assert_eq!(
+            desired_status(&p, &[&a, &b], None, &Disrupting::none(&p, None), later),
+            s
+        );
     }
 
     #[test]
@@ -197,9 +245,9 @@ mod tests {
             )],
             ..Default::default()
         });
-        let s = desired_status(&p, &[], None, now());
+        let s = desired_status(&p, &[], None, &Disrupting::none(&p, None), now());
         let types: Vec<_> = s.conditions.iter().map(|c| c.type_.as_str()).collect();
-        assert_eq!(types, ["Ready", "Scaling"]);
+        assert_eq!(types, ["Ready", "Scaling", "Disrupting"]);
     }
 
     #[test]
@@ -209,6 +257,7 @@ mod tests {
             &pool(3),
             &[&a],
             Some(&Blocker::AtQuota { max_nodes: 1 }),
+            &Disrupting::none(&pool(3), None),
             now(),
         );
         let c = condition::find(&s.conditions, "Scaling").unwrap();
@@ -221,6 +270,7 @@ mod tests {
             &pool(3),
             &[],
             Some(&Blocker::InvalidSpec("bad cpu".into())),
+            &Disrupting::none(&pool(3), Some(&Blocker::InvalidSpec("bad cpu".into()))),
             now(),
         );
         let c = condition::find(&s.conditions, "Ready").unwrap();

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Container, Node, NodeStatus, Pod, PodSpec, PodStatus};
 use operator_kit::watch::{Cache, Index, Watch, Watches, trim_metadata};
-use shared_crd::{Autoscaler, NodePool, POOL_LABEL};
+use shared_crd::{Autoscaler, DO_NOT_DISRUPT_ANNOTATION, NodePool, POOL_LABEL};
 
 use nodepool_core::nodes::pool_of;
 
@@ -82,13 +82,14 @@ fn trim_node(node: &mut Node) {
     }
 }
 
-/// Keeps of a Pod what a drain and the kubelet's part read: its metadata (owners,
-/// deletion), its node, its containers' names and images, its phase.
+/// Keeps of a Pod what a drain, the kubelet's part and the disruption plan read: its
+/// metadata (owners, deletion, `do-not-disrupt`), its node, its containers' names and images, its phase.
 fn trim_pod(pod: &mut Pod) {
     trim_metadata(pod);
     pod.metadata.labels = None;
     if let Some(annotations) = pod.metadata.annotations.as_mut() {
-        annotations.retain(|k, _| k == "kubernetes.io/config.mirror");
+        annotations
+            .retain(|k, _| k == "kubernetes.io/config.mirror" || k == DO_NOT_DISRUPT_ANNOTATION);
     }
     // The node, and each container's name and image (the kubelet's part reports them).
     let spec = pod.spec.take().unwrap_or_default();

@@ -109,7 +109,9 @@ pub struct DisruptionBudget {
 }
 
 /// Why a node is disrupted.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
 pub enum DisruptionReason {
     /// NotReady or Unknown for `repairAfter`: replaced.
     Unhealthy,

@@ -1,16 +1,20 @@
-//! The act phase: the pool's missing nodes created at once (under `--max-nodes`, reserved
-//! atomically with the reconciles of other pools), its surplus ones deleted (drained
-//! first, by their finalizer).
+//! The act phase: the nodes the plan wants created at once (under `--max-nodes`, reserved
+//! atomically with the reconciles of other pools), the ones it lets go deleted (drained
+//! first, by their finalizer), and nodes made before template hashes got theirs.
 use std::collections::HashSet;
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
+use nodepool_core::disruption::{Disrupted, Plan};
 use nodepool_core::naming::free_node_names;
-use nodepool_core::sizing::{Growth, nodes_to_add, nodes_to_remove};
+use nodepool_core::sizing::{Growth, nodes_to_add};
 use nodepool_core::status::Blocker;
-use shared_crd::NodePool;
+use nodepool_core::template::hash_of;
+use operator_kit::NotFoundIsDone;
+use shared_crd::{DisruptionReason, NodePool, TEMPLATE_HASH_ANNOTATION};
 
 use super::{Context, Error};
 use crate::provider::Created;
@@ -22,6 +26,8 @@ pub(super) struct Acted {
     /// A node that existed already though the cache did not show it.
     pub unseen: Option<String>,
     pub removed: HashSet<String>,
+    /// The nodes removed, with why (ScaleDown, or the reason of a replacement).
+    pub disrupted: Vec<(String, DisruptionReason)>,
     pub blocker: Option<Blocker>,
 }
 
@@ -35,16 +41,16 @@ impl Acted {
     }
 }
 
-/// Creates the nodes the pool lacks and deletes the surplus ones; `live` are its nodes not
-/// being deleted, `taken` every name in use.
-pub(super) async fn resize(
+/// Creates the nodes the plan wants beyond `live` (the pool's nodes not being deleted)
+/// and deletes the ones it lets go; `taken` holds every name in use.
+pub(super) async fn converge(
     pool: &NodePool,
     ctx: &Context,
+    plan: &Plan<'_>,
     live: &[&Node],
     taken: &HashSet<String>,
 ) -> Result<Acted, Error> {
-    let desired = pool.spec.replicas.max(0) as usize;
-    let (growth, names) = plan_growth(pool, ctx, live.len(), taken);
+    let (growth, names) = plan_growth(pool, ctx, plan.desired, live.len(), taken);
     let mut acted = Acted {
         blocker: growth.at_quota.then(|| Blocker::AtQuota {
             max_nodes: ctx.settings.max_nodes.unwrap_or_default(),
@@ -54,13 +60,43 @@ pub(super) async fn resize(
     if !names.is_empty() {
         create_nodes(pool, ctx, names, &mut acted).await;
     }
-    if live.len() > desired {
-        let victims = nodes_to_remove(live, live.len() - desired, |n| {
-            ctx.caches.pods_on(&n.name_any()).len()
-        });
-        remove_nodes(ctx, &victims, &mut acted).await?;
+    if !plan.delete.is_empty() {
+        remove_nodes(ctx, &plan.delete, &mut acted).await?;
     }
     Ok(acted)
+}
+
+/// Puts the current template hash on the pool's nodes that have none (made before
+/// releases recorded it): they are taken to be on the current template, as Karpenter
+/// does with the nodes it finds on an upgrade. One write per such node, once.
+pub(super) async fn stamp_template_hash(
+    ctx: &Context,
+    live: &[&Node],
+    hash: &str,
+) -> Result<(), Error> {
+    let unstamped: Vec<&&Node> = live.iter().filter(|n| hash_of(n).is_none()).collect();
+    if unstamped.is_empty() {
+        return Ok(());
+    }
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let patch = serde_json::json!({
+        "metadata": { "annotations": { TEMPLATE_HASH_ANNOTATION: hash } }
+    });
+    for node in unstamped {
+        nodes
+            .patch(
+                &node.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .ok_if_not_found()
+            .map_err(|source| Error::TemplateHashStampFailed {
+                node: node.name_any(),
+                source,
+            })?;
+    }
+    Ok(())
 }
 
 /// How many nodes to add, and their names: under `--max-nodes`, decided and reserved
@@ -68,12 +104,14 @@ pub(super) async fn resize(
 fn plan_growth(
     pool: &NodePool,
     ctx: &Context,
+    desired: usize,
     current: usize,
     taken: &HashSet<String>,
 ) -> (Growth, Vec<String>) {
+    let desired = i32::try_from(desired).unwrap_or(i32::MAX);
     let cached = ctx.caches.nodes_by_pool.len();
     let Some(max) = ctx.settings.max_nodes else {
-        let growth = nodes_to_add(pool.spec.replicas, current, cached, None);
+        let growth = nodes_to_add(desired, current, cached, None);
         return (growth, free_node_names(pool, taken, growth.add));
     };
     let now = Instant::now();
@@ -81,7 +119,7 @@ fn plan_growth(
     let outstanding = reservations.outstanding(now, |name| {
         ctx.caches.nodes.get(&ObjectRef::new(name)).is_some()
     });
-    let growth = nodes_to_add(pool.spec.replicas, current, cached + outstanding, Some(max));
+    let growth = nodes_to_add(desired, current, cached + outstanding, Some(max));
     let names = free_node_names(pool, taken, growth.add);
     reservations.add(&names, now);
     (growth, names)
@@ -111,11 +149,17 @@ async fn create_nodes(pool: &NodePool, ctx: &Context, names: Vec<String>, acted:
 }
 
 /// Deletes `victims` at once; each is drained before it goes (its finalizer).
-async fn remove_nodes(ctx: &Context, victims: &[&Node], acted: &mut Acted) -> Result<(), Error> {
-    let results = futures::future::join_all(victims.iter().map(|n| ctx.provider.delete(n))).await;
-    for (node, result) in victims.iter().zip(results) {
+async fn remove_nodes(
+    ctx: &Context,
+    victims: &[Disrupted<'_>],
+    acted: &mut Acted,
+) -> Result<(), Error> {
+    let results =
+        futures::future::join_all(victims.iter().map(|d| ctx.provider.delete(d.node))).await;
+    for (victim, result) in victims.iter().zip(results) {
         result.map_err(Error::NodeDeletionFailed)?;
-        acted.removed.insert(node.name_any());
+        acted.removed.insert(victim.name());
+        acted.disrupted.push((victim.name(), victim.reason));
     }
     Ok(())
 }

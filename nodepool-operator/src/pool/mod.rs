@@ -1,28 +1,35 @@
-//! The NodePool controller: drives a pool's nodes to `spec.replicas` and reports what it
-//! sees. Each reconcile is four phases: observe (the pool's nodes and pods from the
-//! indexed caches, no API reads), decide (nodepool-core: the template, the sizing), act
-//! (create nodes in parallel, delete surplus ones, whose drain is the lifecycle
-//! controller's: [`act`]), report (status through the write strategy, only when a field
-//! this operator owns differs, and events: [`report`]).
+//! The NodePool controller: drives a pool's nodes to `spec.replicas` on its current
+//! template and reports what it sees. Each reconcile is four phases: observe (the pool's
+//! nodes and pods from the indexed caches, no API reads), decide (nodepool-core: the
+//! whole spec validated, then the disruption plan: which nodes are replaced, which
+//! removed, within the budgets), act (create nodes in parallel, delete the ones the plan
+//! lets go, whose drain is the lifecycle controller's: [`act`]), report (status through
+//! the write strategy, only when a field this operator owns differs, and events:
+//! [`report`]). Time alone changes a plan (a node expires, turns Unhealthy, a budget's
+//! window opens): the reconcile requeues itself for the next such moment.
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
+use nodepool_core::disruption::{self, Observed};
 use nodepool_core::nodes::{is_ready, pool_of};
 use nodepool_core::quota::Reservations;
-use nodepool_core::sizing::validate_template;
-use nodepool_core::status::Blocker;
+use nodepool_core::status::{Blocker, Disrupting};
+use nodepool_core::template::{hash_of as template_of, template_hash};
+use nodepool_core::validate::validate;
 use operator_kit::controller::{ReconcileError, Reconciler, Runner, RunnerSettings};
 use operator_kit::events::{Event as KubeEvent, EventType, Recorder};
 use operator_kit::patch::finalizer_removal;
 use operator_kit::watch::hash_of;
 use operator_kit::{WriteError, Writer};
-use shared_crd::{LEGACY_NODEPOOL_FINALIZER, NodePool};
+use shared_crd::node_condition::DRAIN_BLOCKED;
+use shared_crd::{DO_NOT_DISRUPT_ANNOTATION, LEGACY_NODEPOOL_FINALIZER, NodePool};
 
 use crate::caches::Caches;
 use crate::provider::{Provider, ProviderError};
@@ -100,6 +107,12 @@ pub enum Error {
     StatusWriteFailed(#[source] WriteError),
     #[error(transparent)]
     NodeDeletionFailed(ProviderError),
+    #[error("recording the template hash on node {node}: {source}")]
+    TemplateHashStampFailed {
+        node: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("removing the legacy finalizer: {0}")]
     LegacyFinalizerRemovalFailed(#[source] kube::Error),
     /// A create met a node the cache does not show yet: what this reconcile observed is
@@ -117,6 +130,7 @@ impl ReconcileError for Error {
             Error::StatusWriteFailed(_) => "status_write",
             Error::NodeDeletionFailed(_) => "provider",
             Error::LegacyFinalizerRemovalFailed(_) => "finalizer",
+            Error::TemplateHashStampFailed { .. } => "template_hash",
             Error::NodeCacheBehind(_) => "cache_behind",
         }
     }
@@ -143,12 +157,21 @@ impl Reconciler for Context {
 }
 
 /// The NodePool controller: a pool's spec (generation, not resourceVersion: status writes,
-/// ours and others', trigger nothing) and its nodes.
+/// ours and others', trigger nothing), its nodes, and the pods on them that carry
+/// `do-not-disrupt` (no other pod event reaches a pool).
 pub fn runner(ctx: Context, settings: &RunnerSettings) -> Runner<Context> {
-    let (pools, nodes) = (ctx.caches.pools.clone(), ctx.caches.nodes.clone());
-    Runner::new(ctx, &pools, pool_state, settings).watches(&nodes, node_state, |node: Node| {
-        pool_of(&node).map(ObjectRef::<NodePool>::new)
-    })
+    let caches = ctx.caches.clone();
+    let for_pods = caches.clone();
+    Runner::new(ctx, &caches.pools, pool_state, settings)
+        .watches(&caches.nodes, node_state, |node: Node| {
+            pool_of(&node).map(ObjectRef::<NodePool>::new)
+        })
+        .watches(&caches.pods, pod_state, move |pod: Pod| {
+            pod.annotations().get(DO_NOT_DISRUPT_ANNOTATION)?;
+            let node = pod.spec.as_ref()?.node_name.as_deref()?;
+            let node = for_pods.nodes.get(&ObjectRef::new(node))?;
+            pool_of(&node).map(ObjectRef::<NodePool>::new)
+        })
 }
 
 /// What of a pool a reconcile acts on: its spec (generation) and its deletion.
@@ -168,7 +191,45 @@ fn node_state(node: &Node) -> u64 {
         pool_of(node),
         is_ready(node),
         node.metadata.deletion_timestamp.is_some(),
+        template_of(node),
+        node.annotations().get(DO_NOT_DISRUPT_ANNOTATION),
+        node.spec.as_ref().and_then(|s| s.unschedulable),
+        drain_blocked(node),
     ))
+}
+
+/// What of a pod: whether it holds its node (`do-not-disrupt`, while it runs), and where.
+fn pod_state(pod: &Pod) -> u64 {
+    hash_of(&(
+        pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+        holds_its_node(pod),
+    ))
+}
+
+/// A pod that keeps its node out of voluntary disruptions: `do-not-disrupt: "true"`, and
+/// running (not finished).
+fn holds_its_node(pod: &Pod) -> bool {
+    let finished = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|p| p == "Succeeded" || p == "Failed");
+    !finished
+        && pod
+            .annotations()
+            .get(DO_NOT_DISRUPT_ANNOTATION)
+            .is_some_and(|v| v == "true")
+}
+
+/// Whether the node's drain is blocked by PodDisruptionBudgets (its `DrainBlocked`).
+fn drain_blocked(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| c.type_ == DRAIN_BLOCKED && c.status == "True")
+        })
 }
 
 async fn reconcile_pool(pool: &NodePool, ctx: &Context) -> Result<Action, Error> {
@@ -191,24 +252,83 @@ async fn reconcile_pool(pool: &NodePool, ctx: &Context) -> Result<Action, Error>
         .filter(|n| n.metadata.deletion_timestamp.is_none())
         .collect();
 
-    // Decide: nothing is done for a template that cannot be read, until someone fixes it.
-    if let Err(message) = validate_template(&pool.spec.template) {
-        let acted = act::Acted::blocked(Blocker::InvalidSpec(message));
-        report::status(pool, ctx, &live, &acted).await?;
-        return Ok(Action::await_change());
-    }
+    // Decide: nothing is done for a spec that cannot be acted on, until someone fixes it.
+    let rules = match validate(pool) {
+        Ok(rules) => rules,
+        Err(message) => {
+            let blocker = Blocker::InvalidSpec(message);
+            let disrupting = Disrupting::none(pool, Some(&blocker));
+            let acted = act::Acted::blocked(blocker);
+            report::status(pool, ctx, &live, &acted, &disrupting).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let hash = template_hash(&pool.spec.template);
+    let pods: Vec<Vec<Arc<Pod>>> = live
+        .iter()
+        .map(|n| ctx.caches.pods_on(&n.name_any()))
+        .collect();
+    let observed: Vec<Observed> = live
+        .iter()
+        .zip(&pods)
+        .map(|(node, pods)| Observed {
+            node,
+            pods: pods.len(),
+            do_not_disrupt: node
+                .annotations()
+                .get(DO_NOT_DISRUPT_ANNOTATION)
+                .is_some_and(|v| v == "true")
+                || pods.iter().any(|p| holds_its_node(p)),
+        })
+        .collect();
+    let terminating: Vec<&Node> = all
+        .iter()
+        .map(|n| n.as_ref())
+        .filter(|n| n.metadata.deletion_timestamp.is_some())
+        .collect();
+    let now = Timestamp::now();
+    let plan = disruption::plan(&disruption::Inputs {
+        replicas: pool.spec.replicas.max(0) as usize,
+        rules: &rules,
+        template_hash: &hash,
+        live: &observed,
+        terminating: terminating.len(),
+        now,
+    });
 
     // Act.
+    act::stamp_template_hash(ctx, &live, &hash).await?;
     let taken: HashSet<String> = all.iter().map(|n| n.name_any()).collect();
-    let acted = act::resize(pool, ctx, &live, &taken).await?;
+    let acted = act::converge(pool, ctx, &plan, &live, &taken).await?;
 
     // Report, from an observation that is not known to be stale.
     if let Some(node) = &acted.unseen {
         return Err(Error::NodeCacheBehind(node.clone()));
     }
-    report::status(pool, ctx, &live, &acted).await?;
-    report::scaled(pool, ctx, &live, &acted).await;
-    Ok(Action::requeue(ctx.settings.resync))
+    let blocked: Vec<String> = terminating
+        .iter()
+        .filter(|n| drain_blocked(n))
+        .map(|n| n.name_any())
+        .collect();
+    let disrupting = Disrupting {
+        desired: plan.desired as i32,
+        condition: disruption::condition(&plan, terminating.len(), &blocked),
+    };
+    report::status(pool, ctx, &live, &acted, &disrupting).await?;
+    report::scaled(pool, ctx, &live, &plan, &acted).await;
+    Ok(Action::requeue(requeue_after(
+        plan.next_check,
+        now,
+        ctx.settings.resync,
+    )))
+}
+
+/// The resync, or sooner when time alone changes the plan (a second late, so that the
+/// moment has passed on the clock the plan reads).
+fn requeue_after(next_check: Option<Timestamp>, now: Timestamp, resync: Duration) -> Duration {
+    next_check
+        .and_then(|t| Duration::try_from(t.duration_since(now)).ok())
+        .map_or(resync, |d| (d + Duration::from_secs(1)).min(resync))
 }
 
 /// Versions before 0.2 kept a finalizer on each pool; nodes carry their own now.

@@ -4,6 +4,11 @@
 //! changes (Ready after the provisioning delay) or every 5 minutes. A Lease renewal is an
 //! event only for Lease watchers; a Node status write is one for every Node watcher.
 //!
+//! A Node annotated `nodepool.dev/fault: NotReady` gets no heartbeats while it carries it,
+//! as kwok's stages fail a node: the node lifecycle controller marks it NotReady, then
+//! Unknown, as it would a dead kubelet's node. Without the annotation, the next beats
+//! make it Ready again.
+//!
 //! A task of its own, outside the reconcile queues: a pool with an invalid spec, or a
 //! queue full of scaling work, never delays a heartbeat. It reads the node cache once a
 //! second; what it remembers (when each Lease is next due) only paces requests.
@@ -22,7 +27,7 @@ use nodepool_core::naming::fnv1a;
 use nodepool_core::nodes::ready_condition as node_ready_condition;
 use operator_kit::NotFoundIsDone;
 use operator_kit::patch::{SpecPatch, StatusPatch};
-use shared_crd::NODE_LEASE_NAMESPACE;
+use shared_crd::{FAULT_ANNOTATION, FAULT_NOT_READY, NODE_LEASE_NAMESPACE};
 
 use super::VirtualSettings;
 use super::node::{is_virtual, ready_condition};
@@ -139,10 +144,12 @@ impl Heartbeats {
         loop {
             tick.tick().await;
             let cached = self.nodes.state();
+            // A node under fault injection gets no heartbeat: its Lease and status go stale,
+            // as a dead kubelet's would.
             let virtual_nodes: Vec<&Node> = cached
                 .iter()
                 .map(AsRef::as_ref)
-                .filter(|n| is_virtual(n))
+                .filter(|n| is_virtual(n) && !faulted(n))
                 .collect();
             let beats = schedule.due(
                 &virtual_nodes,
@@ -171,6 +178,13 @@ impl Heartbeats {
             tracing::warn!(node = %name, what, error = %e, "heartbeat failed");
         }
     }
+}
+
+/// Whether `node` carries `nodepool.dev/fault: NotReady`.
+pub fn faulted(node: &Node) -> bool {
+    node.annotations()
+        .get(FAULT_ANNOTATION)
+        .is_some_and(|v| v == FAULT_NOT_READY)
 }
 
 /// The Ready condition to write for `node` now, if one is due: Ready once the

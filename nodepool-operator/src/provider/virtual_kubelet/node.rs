@@ -7,13 +7,14 @@ use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::Resource;
 use nodepool_core::nodes::pool_of;
-use shared_crd::{NodePool, TERMINATION_FINALIZER};
+use nodepool_core::template::template_hash;
+use shared_crd::{NodePool, TEMPLATE_HASH_ANNOTATION, TERMINATION_FINALIZER};
 
 /// `spec.providerID` prefix of the virtual provider's nodes.
 pub const VIRTUAL_PROVIDER_ID: &str = "virtual://";
 
-/// The Node a pool's template describes, carrying the termination finalizer and an
-/// owner reference to the pool. Ready at once when `ready`.
+/// The Node a pool's template describes, carrying the termination finalizer, an owner
+/// reference to the pool and the template's hash. Ready at once when `ready`.
 pub fn node_for(pool: &NodePool, node_name: &str, taint_nodes: bool, ready: bool) -> Node {
     let template = &pool.spec.template;
     let mut labels = pool.node_labels();
@@ -28,10 +29,10 @@ pub fn node_for(pool: &NodePool, node_name: &str, taint_nodes: bool, ready: bool
         metadata: ObjectMeta {
             name: Some(node_name.into()),
             labels: Some(labels),
-            annotations: Some(BTreeMap::from([(
-                "node.alpha.kubernetes.io/ttl".to_owned(),
-                "0".to_owned(),
-            )])),
+            annotations: Some(BTreeMap::from([
+                ("node.alpha.kubernetes.io/ttl".to_owned(), "0".to_owned()),
+                (TEMPLATE_HASH_ANNOTATION.to_owned(), template_hash(template)),
+            ])),
             owner_references: pool.controller_owner_ref(&()).map(|r| vec![r]),
             finalizers: Some(vec![TERMINATION_FINALIZER.to_owned()]),
             ..Default::default()
@@ -120,6 +121,10 @@ mod tests {
         assert_eq!(pool_of(&node), Some("web"));
         assert!(is_virtual(&node));
         assert!(is_owned_by(&node, &pool));
+        assert_eq!(
+            nodepool_core::template::hash_of(&node),
+            Some(template_hash(&pool.spec.template).as_str())
+        );
         let ready = node_for(&pool, "web-abcde", true, true);
         assert!(is_ready(&ready));
         assert!(!is_ready(&node));
