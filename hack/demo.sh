@@ -2,7 +2,8 @@
 # `make demo`: a local control plane (etcd, kube-apiserver, kube-scheduler,
 # kube-controller-manager), both operators built and started, the samples applied; a
 # Deployment's pods go Pending, the pool grows to meet them and they run on the new
-# nodes; scaled down, the pool shrinks.
+# nodes; a template change replaces every node, one at a time, replacement first, the
+# pods moving with them; scaled down, the pool shrinks.
 # Interactive: a live view until the end or Ctrl-C. With CI=true or no terminal it runs
 # to completion and exits 0 only if the pool reached the expected sizes.
 set -euo pipefail
@@ -73,7 +74,7 @@ frame() {
   "$KUBECTL" get pods -l app=demand -o wide 2>/dev/null || true
   echo
   echo "-- key log lines"
-  grep -hE "scaled (up|down)" "$DIR"/*-operator.log 2>/dev/null | sed -E 's/\x1b\[[0-9;]*m//g' | tail -4 | cut -c1-200
+  grep -hE "scaled (up|down)|disrupting" "$DIR"/*-operator.log 2>/dev/null | sed -E 's/\x1b\[[0-9;]*m//g' | tail -4 | cut -c1-200
 }
 # Waits until the pool has $1 Ready nodes and asks for exactly that many.
 wait_for() {
@@ -106,6 +107,21 @@ for _ in $(seq 60); do
   sleep 1
 done
 frame "the Deployment's pods: $(running_pods) of 5 Running"
+echo; echo "== the pool's template changes (a label): every node is Drifted and replaced, one at a time, its replacement Ready first"
+"$KUBECTL" patch np general --type merge -p '{"spec":{"template":{"labels":{"rollout":"v2"}}}}'
+rolled=0
+for _ in $(seq 90); do
+  updated=$("$KUBECTL" get np general -o jsonpath='{.status.updatedReplicas}')
+  nodes=$("$KUBECTL" get nodes -l nodepool.dev/pool=general --no-headers 2>/dev/null | wc -l)
+  if [ "${updated:-0}" -eq "$GROW_TO" ] && [ "$nodes" -eq "$GROW_TO" ] && [ "$(ready_nodes)" -eq "$GROW_TO" ] && [ "$(running_pods)" -eq 5 ]; then
+    rolled=1; break
+  fi
+  if $interactive; then frame "rolling out (UP-TO-DATE $updated of $GROW_TO)"; else
+    echo "   $(date +%T) up-to-date=${updated:-0} nodes=$nodes ready=$(ready_nodes) running=$(running_pods)"; fi
+  sleep 2
+done
+frame "rollout: $("$KUBECTL" get np general -o jsonpath='{.status.updatedReplicas}') of $GROW_TO nodes on the new template"
+"$KUBECTL" get np general -o jsonpath='{range .status.conditions[?(@.type=="Disrupting")]}Disrupting={.status} {.reason}: {.message}{"\n"}{end}'
 echo; echo "== the Deployment scaled to 1; after the 30 s scale-down window the pool shrinks one node at a time"
 "$KUBECTL" scale deployment demand --replicas=1
 shrank=0; wait_for "$SHRINK_TO" "demand gone" 180 && shrank=1
@@ -115,9 +131,9 @@ echo "== conflicts and writes (from /metrics)"
 for addr in "$NP_ADDR" "$AS_ADDR"; do
   curl -s "http://$addr/metrics" | grep -E "^[a-z_]+_(conflicts|writes|writes_skipped)_total" || true
 done
-if [ "$grew" = 1 ] && [ "$ran" = 1 ] && [ "$shrank" = 1 ]; then
-  echo "demo passed: the pool grew to $GROW_TO, the 5 pods ran on it, and it shrank to $SHRINK_TO"
+if [ "$grew" = 1 ] && [ "$ran" = 1 ] && [ "$rolled" = 1 ] && [ "$shrank" = 1 ]; then
+  echo "demo passed: the pool grew to $GROW_TO, the 5 pods ran on it, a template change replaced its nodes, and it shrank to $SHRINK_TO"
 else
-  echo "demo FAILED: grew=$grew ran=$ran shrank=$shrank (logs in $DIR)"
+  echo "demo FAILED: grew=$grew ran=$ran rolled=$rolled shrank=$shrank (logs in $DIR)"
   exit 1
 fi

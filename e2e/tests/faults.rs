@@ -728,10 +728,16 @@ async fn a_nodepool_operator_restarted_mid_drain_finishes_it() {
     let logs = logs("mid-drain");
     let operator = nodepool_operator("nodepool-operator", cp.kubeconfig(), &logs).await;
     let pool = unique_name("mid-drain");
-    pools
-        .create(&PostParams::default(), &fixtures::nodepool(&pool, 6))
-        .await
-        .unwrap();
+    // Every surplus node at once (the default budget, 10%, would take them one by one).
+    let mut spec = fixtures::nodepool(&pool, 6);
+    spec.spec.disruption = Some(shared_crd::Disruption {
+        budgets: vec![shared_crd::DisruptionBudget {
+            nodes: "100%".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    pools.create(&PostParams::default(), &spec).await.unwrap();
     converged(&client, &pool, 6).await;
 
     // One running pod on each node, all under one budget that allows no disruption.

@@ -547,6 +547,15 @@ mod tests {
         })
     }
 
+    /// Three Ready nodes on the old template, `a` the oldest.
+    fn three_drifted() -> [Node; 3] {
+        [
+            made("a", 300, "old"),
+            made("b", 200, "old"),
+            made("c", 100, "old"),
+        ]
+    }
+
     fn names(v: &[Disrupted]) -> Vec<String> {
         v.iter().map(|d| d.name()).collect()
     }
@@ -555,11 +564,7 @@ mod tests {
     fn a_drift_replaces_one_node_at_a_time_replacement_first() {
         let rules = default_rules();
         // Three nodes on the old template: the oldest goes first, its replacement first.
-        let nodes = [
-            made("a", 300, "old"),
-            made("b", 200, "old"),
-            made("c", 100, "old"),
-        ];
+        let nodes = three_drifted();
         let live = observed(&nodes);
         let p = run(&rules, 3, &live, 0);
         assert_eq!(names(&p.replacing), ["a"]);
@@ -824,11 +829,7 @@ mod tests {
     #[test]
     fn the_condition_says_what_moves_and_what_holds_the_rest_back() {
         let rules = default_rules();
-        let nodes = [
-            made("a", 300, "old"),
-            made("b", 200, "old"),
-            made("c", 100, "old"),
-        ];
+        let nodes = three_drifted();
         let live = observed(&nodes);
         let p = run(&rules, 3, &live, 0);
         let (status, why, message) = condition(&p, 0, &[]);
