@@ -122,7 +122,7 @@ for _ in $(seq 90); do
 done
 frame "rollout: $("$KUBECTL" get np general -o jsonpath='{.status.updatedReplicas}') of $GROW_TO nodes on the new template"
 "$KUBECTL" get np general -o jsonpath='{range .status.conditions[?(@.type=="Disrupting")]}Disrupting={.status} {.reason}: {.message}{"\n"}{end}'
-echo; echo "== the Deployment scaled to 1; after the 30 s scale-down window the pool shrinks one node at a time"
+echo; echo "== the Deployment scaled to 1; after the 30 s scale-down window the pool shrinks one node per 10 s (its policy)"
 "$KUBECTL" scale deployment demand --replicas=1
 shrank=0; wait_for "$SHRINK_TO" "demand gone" 180 && shrank=1
 "$KUBECTL" delete -f deploy/samples/demand/deployment.yaml --wait=false

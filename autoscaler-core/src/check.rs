@@ -50,7 +50,7 @@ pub fn validate(spec: &AutoscalerSpec) -> Result<(), String> {
             spec.min_replicas, spec.max_replicas
         ));
     }
-    Ok(())
+    crate::policy::validate(&spec.behavior)
 }
 
 #[cfg(test)]

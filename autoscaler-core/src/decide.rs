@@ -1,8 +1,10 @@
-//! The HPA's decision, per pool: the recommendation per resource, stabilization windows
-//! and steps, clamping, and the limits (paused, pool at quota).
+//! The HPA's decision, per pool: the recommendation per resource, stabilization windows,
+//! the scaling policies (per period, counted from the changes recorded), clamping, and
+//! the limits (paused, pool at quota).
 use shared_crd::{AutoscalerSpec, reason};
 
 use crate::demand::PoolDemand;
+use crate::policy::{self, Change, Direction};
 use crate::resources::{Capacity, Demand, GI, round};
 
 /// Nodes needed for `demand` at `target_utilization` percent, by the scarcest resource,
@@ -72,26 +74,29 @@ pub struct Inputs<'a> {
     pub spec: &'a AutoscalerSpec,
     pub demand: &'a PoolDemand,
     pub capacity: Capacity,
-    /// The pool's current `spec.replicas` (the size asked for).
+    /// The pool's current `spec.replicas` (the size asked for). The policies count from
+    /// it, not from the nodes that exist: replacements under a rollout change nothing.
     pub current: i32,
-    /// Nodes the pool has (`status.replicas`): steps count from what exists, so a
-    /// `maxStep` of 1 removes nodes one by one however often decisions run.
-    pub existing: i32,
     /// nodepool-operator says the pool is at its provider quota.
     pub pool_at_quota: bool,
     /// Earlier recommendations (oldest first), not including this one.
     pub history: &'a [Recommendation],
+    /// The clock of `history` (any monotonic origin).
     pub now: i64,
+    /// The changes this autoscaler made (the Autoscaler's `status.scaleEvents`).
+    pub changes: &'a [Change],
+    /// Seconds since the epoch: the clock of `changes`.
+    pub wall_now: i64,
 }
 
 /// The HPA's algorithm, per pool: recommend (clamped to the bounds), stabilize (scale up
-/// to the lowest and down to the highest recommendation of each window), limit the step,
-/// clamp, hold when paused or when the pool cannot get more nodes.
+/// to the lowest and down to the highest recommendation of each window), limit the rate
+/// (the policies), clamp, hold when paused or when the pool cannot get more nodes.
 pub fn decide(input: &Inputs) -> Decision {
     let spec = input.spec;
     let mut decision = recommend(input);
     stabilize(input, &mut decision);
-    limit_step(input, &mut decision);
+    limit_rate(input, &mut decision);
     decision.desired = decision.desired.clamp(spec.min_replicas, spec.max_replicas);
     hold(input, &mut decision);
     decision
@@ -144,9 +149,11 @@ fn recommend(input: &Inputs) -> Decision {
 /// the scale-up window, or down to the highest of the scale-down window.
 fn stabilize(input: &Inputs, decision: &mut Decision) {
     let behavior = &input.spec.behavior;
+    let up_window = policy::resolve(&behavior.scale_up, Direction::Up).window_seconds;
+    let down_window = policy::resolve(&behavior.scale_down, Direction::Down).window_seconds;
     let recommendation = decision.recommendation;
-    let window = |seconds: i32| {
-        let since = input.now - i64::from(seconds);
+    let window = |seconds: i64| {
+        let since = input.now - seconds;
         input
             .history
             .iter()
@@ -154,12 +161,8 @@ fn stabilize(input: &Inputs, decision: &mut Decision) {
             .map(|r| r.replicas)
             .chain(std::iter::once(recommendation))
     };
-    let up_to = window(behavior.scale_up.stabilization_window_seconds)
-        .min()
-        .unwrap_or(recommendation);
-    let down_to = window(behavior.scale_down.stabilization_window_seconds)
-        .max()
-        .unwrap_or(recommendation);
+    let up_to = window(up_window).min().unwrap_or(recommendation);
+    let down_to = window(down_window).max().unwrap_or(recommendation);
     let current = input.current;
     decision.desired = if current < up_to {
         up_to
@@ -170,38 +173,58 @@ fn stabilize(input: &Inputs, decision: &mut Decision) {
     };
     if decision.desired != recommendation {
         // A window holds the change back; it can move once the oldest entry ages out.
-        let oldest_in = |seconds: i32| {
+        let oldest_in = |seconds: i64| {
             input
                 .history
                 .iter()
-                .filter(|r| r.at > input.now - i64::from(seconds))
-                .map(|r| r.at + i64::from(seconds) - input.now)
+                .filter(|r| r.at > input.now - seconds)
+                .map(|r| r.at + seconds - input.now)
                 .min()
         };
         decision.recheck_in_seconds = if recommendation < current {
-            oldest_in(behavior.scale_down.stabilization_window_seconds)
+            oldest_in(down_window)
         } else {
-            oldest_in(behavior.scale_up.stabilization_window_seconds)
+            oldest_in(up_window)
         };
         decision.explanation += &format!("; stabilized at {}", decision.desired);
     }
 }
 
-/// `maxStep`: at most that many nodes up or down from the nodes that exist, never undoing
-/// what was already asked.
-fn limit_step(input: &Inputs, decision: &mut Decision) {
+/// The policies: at most the change they allow in their periods, counted from the
+/// changes recorded (the HPA's `convertDesiredReplicasWithBehaviorRate`).
+fn limit_rate(input: &Inputs, decision: &mut Decision) {
     let behavior = &input.spec.behavior;
-    let (up_step, down_step) = (behavior.scale_up.max_step, behavior.scale_down.max_step);
-    let highest = (input.existing + up_step).max(input.current);
-    let lowest = (input.existing - down_step).min(input.current);
-    if decision.desired > highest {
-        decision.desired = highest;
-        decision.explanation += &format!("; step limited to +{up_step}");
-        decision.recheck_in_seconds = Some(1);
-    } else if decision.desired < lowest {
-        decision.desired = lowest;
-        decision.explanation += &format!("; step limited to -{down_step}");
-        decision.recheck_in_seconds = Some(1);
+    let (current, now, changes) = (input.current, input.wall_now, input.changes);
+    if decision.desired > current {
+        let rules = policy::resolve(&behavior.scale_up, Direction::Up);
+        let limit = policy::scale_up_limit(current, changes, &rules, now).max(current);
+        if decision.desired > limit {
+            decision.desired = limit;
+            decision.explanation += &format!("; scale-up limited to {limit} by its policies");
+            decision.limited = Some((
+                reason::SCALE_UP_LIMIT,
+                format!(
+                    "the size is increasing faster than the scale-up policies allow: {limit} \
+                     for now"
+                ),
+            ));
+            decision.recheck_in_seconds = policy::next_expiry(changes, &rules, now).or(Some(1));
+        }
+    } else if decision.desired < current {
+        let rules = policy::resolve(&behavior.scale_down, Direction::Down);
+        let limit = policy::scale_down_limit(current, changes, &rules, now).min(current);
+        if decision.desired < limit {
+            decision.desired = limit;
+            decision.explanation += &format!("; scale-down limited to {limit} by its policies");
+            decision.limited = Some((
+                reason::SCALE_DOWN_LIMIT,
+                format!(
+                    "the size is decreasing faster than the scale-down policies allow: {limit} \
+                     for now"
+                ),
+            ));
+            decision.recheck_in_seconds = policy::next_expiry(changes, &rules, now).or(Some(1));
+        }
     }
 }
 
@@ -235,7 +258,7 @@ fn hold(input: &Inputs, decision: &mut Decision) {
 pub(crate) mod tests {
     use super::*;
     use crate::resources::tests::{NODE, cpu};
-    use shared_crd::{NodePoolRef, ScalingBehavior, ScalingRules};
+    use shared_crd::{NodePoolRef, PolicyType, ScalingBehavior, ScalingRules};
 
     pub(crate) fn spec(min: i32, max: i32) -> AutoscalerSpec {
         AutoscalerSpec {
@@ -245,12 +268,12 @@ pub(crate) mod tests {
             target_utilization: 80,
             behavior: ScalingBehavior {
                 scale_up: ScalingRules {
-                    stabilization_window_seconds: 0,
-                    max_step: 10,
+                    max_step: Some(10),
+                    ..ScalingRules::window(0)
                 },
                 scale_down: ScalingRules {
-                    stabilization_window_seconds: 0,
-                    max_step: 10,
+                    max_step: Some(10),
+                    ..ScalingRules::window(0)
                 },
             },
             paused: false,
@@ -277,10 +300,11 @@ pub(crate) mod tests {
             demand: &used(demand),
             capacity: NODE,
             current,
-            existing: current,
             pool_at_quota: false,
             history,
             now,
+            changes: &[],
+            wall_now: now,
         })
     }
 
@@ -336,7 +360,7 @@ pub(crate) mod tests {
     #[test]
     fn scale_down_waits_for_the_highest_recommendation_of_its_window() {
         let mut s = spec(1, 10);
-        s.behavior.scale_down.stabilization_window_seconds = 60;
+        s.behavior.scale_down.stabilization_window_seconds = Some(60);
         let history = [Recommendation {
             at: 100,
             replicas: 4,
@@ -357,7 +381,7 @@ pub(crate) mod tests {
     #[test]
     fn scale_up_waits_for_the_lowest_recommendation_of_its_window() {
         let mut s = spec(1, 10);
-        s.behavior.scale_up.stabilization_window_seconds = 30;
+        s.behavior.scale_up.stabilization_window_seconds = Some(30);
         let history = [Recommendation {
             at: 100,
             replicas: 1,
@@ -367,40 +391,47 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn steps_limit_each_change() {
+    fn policies_limit_the_change_per_period_from_the_changes_recorded() {
         let mut s = spec(0, 20);
-        s.behavior.scale_up.max_step = 2;
-        s.behavior.scale_down.max_step = 1;
+        s.behavior.scale_up = ScalingRules::window(0).with_policy(PolicyType::Nodes, 2, 60);
+        s.behavior.scale_down = ScalingRules::window(0).with_policy(PolicyType::Nodes, 1, 60);
         let up = run(&s, cpu(16.0), 1, &[], 0);
         assert_eq!(up.desired, 3);
         assert!(
-            up.explanation.contains("step limited to +2"),
+            up.explanation
+                .contains("scale-up limited to 3 by its policies"),
             "{}",
             up.explanation
         );
+        assert_eq!(up.limited.unwrap().0, "ScaleUpLimit");
         assert_eq!(run(&s, cpu(0.0), 5, &[], 0).desired, 4);
-        // Asked for 4 while 5 nodes still exist: the next decision does not go lower.
+        // Asked for 4 from 5 twenty seconds ago: the period allows no more.
         let idle = used(cpu(0.0));
+        let changes = [Change {
+            at: 80,
+            from: 5,
+            to: 4,
+        }];
         let input = Inputs {
             spec: &s,
             demand: &idle,
             capacity: NODE,
             current: 4,
-            existing: 5,
             pool_at_quota: false,
             history: &[],
-            now: 0,
+            now: 100,
+            changes: &changes,
+            wall_now: 100,
         };
-        assert_eq!(decide(&input).desired, 4);
-        // Up: 1 node exists, 3 asked; +2 from what exists allows 3, not more.
-        let busy = used(cpu(16.0));
-        let input = Inputs {
-            demand: &busy,
-            current: 3,
-            existing: 1,
+        let d = decide(&input);
+        assert_eq!((d.desired, d.recheck_in_seconds), (4, Some(40)));
+        assert_eq!(d.limited.unwrap().0, "ScaleDownLimit");
+        // Once it leaves the period, the next node goes.
+        let later = Inputs {
+            wall_now: 141,
             ..input
         };
-        assert_eq!(decide(&input).desired, 3);
+        assert_eq!(decide(&later).desired, 3);
     }
 
     #[test]
@@ -420,10 +451,11 @@ pub(crate) mod tests {
             demand: &busy,
             capacity: NODE,
             current: 3,
-            existing: 3,
             pool_at_quota: true,
             history: &[],
             now: 0,
+            changes: &[],
+            wall_now: 0,
         };
         let d = decide(&input);
         assert_eq!((d.desired, d.limited.clone().unwrap().0), (3, "AtQuota"));

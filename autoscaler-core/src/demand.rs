@@ -337,10 +337,11 @@ mod tests {
             demand: &d,
             capacity: NODE,
             current: 1,
-            existing: 1,
             pool_at_quota: false,
             history: &[],
             now: 0,
+            changes: &[],
+            wall_now: 0,
         });
         assert_eq!(decision.desired, 3);
         assert_eq!(
@@ -381,10 +382,11 @@ mod tests {
             demand: &d,
             capacity: NODE,
             current: 3,
-            existing: 3,
             pool_at_quota: false,
             history: &[],
             now: 0,
+            changes: &[],
+            wall_now: 0,
         });
         assert_eq!(decision.desired, 3, "{}", decision.explanation);
         assert!(

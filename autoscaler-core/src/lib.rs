@@ -17,6 +17,7 @@ pub mod fit;
 pub mod history;
 pub mod node;
 pub mod pod;
+pub mod policy;
 pub mod resources;
 pub mod routing;
 pub mod status;

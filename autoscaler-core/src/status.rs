@@ -5,11 +5,12 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Serialize;
 use shared_crd::condition::{self, Condition, ConditionStatus};
-use shared_crd::{Autoscaler, condition_type, event_reason, reason};
+use shared_crd::{Autoscaler, ScaleEvent, condition_type, event_reason, reason};
 
 use crate::check::Blocked;
 use crate::decide::Decision;
 use crate::demand::Unfit;
+use crate::policy::Change;
 
 /// autoscaler-operator's fields of an Autoscaler's status, as sent with server-side apply
 /// (`None` fields left out).
@@ -25,6 +26,10 @@ pub struct OwnStatus {
     pub last_scale_time: Option<Time>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_decision: Option<String>,
+    /// Only from the reconcile that scales, under the same manager: the changes within the
+    /// longest policy period, this one last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale_events: Option<Vec<ScaleEvent>>,
     /// `Active`, `AbleToScale`, `ScalingLimited`, `PodsFit`; never `NodePoolReady`.
     pub conditions: Vec<Condition>,
 }
@@ -93,8 +98,58 @@ pub fn decided(
         observed_generation: g,
         last_scale_time: scaled.then(|| at.clone()),
         last_decision: scaled.then(|| decision.explanation.clone()),
+        scale_events: None,
         conditions: carry_times(conditions, a),
     }
+}
+
+/// The changes of the pool's size the policies count: those `a`'s status records, and
+/// those this process recorded that the cache may not show yet (`also`), each once.
+pub fn changes(a: &Autoscaler, also: &[ScaleEvent]) -> Vec<Change> {
+    let shown = a
+        .status
+        .as_ref()
+        .map(|s| s.scale_events.as_slice())
+        .unwrap_or_default();
+    let mut all: Vec<&ScaleEvent> = shown.iter().collect();
+    for e in also {
+        if !all.contains(&e) {
+            all.push(e);
+        }
+    }
+    all.iter()
+        .map(|e| Change {
+            at: e.time.0.as_second(),
+            from: e.from,
+            to: e.to,
+        })
+        .collect()
+}
+
+/// Whether the last change `a`'s status records is `from` -> `to`: the pool write of a
+/// change already recorded is being retried, and is not counted twice.
+pub fn records(a: &Autoscaler, from: i32, to: i32) -> bool {
+    a.status
+        .as_ref()
+        .and_then(|s| s.scale_events.last())
+        .is_some_and(|e| e.from == from && e.to == to)
+}
+
+/// The events to record for a change `from` -> `to` at `at`: those of `a`'s status still
+/// within `keep` seconds (the longest policy period), then this one.
+pub fn with_change(a: &Autoscaler, from: i32, to: i32, at: Time, keep: i64) -> Vec<ScaleEvent> {
+    let now = at.0.as_second();
+    let shown = a
+        .status
+        .as_ref()
+        .map(|s| s.scale_events.as_slice())
+        .unwrap_or_default();
+    shown
+        .iter()
+        .filter(|e| e.time.0.as_second() + keep > now)
+        .cloned()
+        .chain(std::iter::once(ScaleEvent { time: at, from, to }))
+        .collect()
 }
 
 /// What a written [`decided`] status newly shows: a limit, or pods that name the pool but
@@ -156,6 +211,7 @@ pub fn blocked(a: &Autoscaler, why: &Blocked, at: Time) -> OwnStatus {
         observed_generation: g,
         last_scale_time: None,
         last_decision: None,
+        scale_events: None,
         conditions: carry_times(conditions, a),
     }
 }
@@ -383,5 +439,31 @@ mod tests {
         assert!(newly_blocked(&a, &why));
         a.status = Some(serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap());
         assert!(!newly_blocked(&a, &why));
+    }
+
+    #[test]
+    fn the_changes_recorded_are_read_back_pruned_and_not_counted_twice() {
+        let mut a = autoscaler();
+        let event = |at, from, to| ScaleEvent {
+            time: t(at),
+            from,
+            to,
+        };
+        a.status = Some(shared_crd::AutoscalerStatus {
+            scale_events: vec![event(100, 4, 3), event(110, 3, 2)],
+            ..Default::default()
+        });
+        // What the policies count: the status's changes, plus one only this process has
+        // seen so far, each once.
+        let also = [event(110, 3, 2), event(120, 2, 1)];
+        let changes = changes(&a, &also);
+        assert_eq!(changes.len(), 3);
+        assert_eq!((changes[2].at, changes[2].from, changes[2].to), (120, 2, 1));
+        // A pool write being retried for the change last recorded is not a new change.
+        assert!(records(&a, 3, 2));
+        assert!(!records(&a, 2, 1));
+        // A new change keeps what the longest period (15 s here) still counts.
+        let next = with_change(&a, 2, 1, t(120), 15);
+        assert_eq!(next, [event(110, 3, 2), event(120, 2, 1)]);
     }
 }

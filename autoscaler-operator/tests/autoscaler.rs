@@ -25,10 +25,10 @@ async fn setup() -> Client {
 fn at_full_use(pool: &str, max: i32, window: i32) -> Autoscaler {
     let mut scaler = fixtures::autoscaler(&unique_name("as"), pool, 1, max);
     scaler.spec.target_utilization = 100;
-    scaler.spec.behavior.scale_up.max_step = max;
+    scaler.spec.behavior.scale_up.max_step = Some(max);
     scaler.spec.behavior.scale_down = ScalingRules {
-        stabilization_window_seconds: window,
-        max_step: max,
+        max_step: Some(max),
+        ..ScalingRules::window(window)
     };
     scaler
 }
@@ -79,8 +79,8 @@ async fn the_pool_follows_the_demand_of_its_pods() {
         .unwrap();
     let mut scaler = fixtures::autoscaler(&unique_name("as"), &pool, 1, 6);
     scaler.spec.behavior.scale_down = ScalingRules {
-        stabilization_window_seconds: 3,
-        max_step: 1,
+        max_step: Some(1),
+        ..ScalingRules::window(3)
     };
     let scaler_name = scaler.name_any();
     autoscalers

@@ -202,8 +202,8 @@ async fn the_autoscaler_standby_takes_over_mid_scale_up_and_mid_scale_down() {
         .unwrap();
     let mut scaler = fixtures::autoscaler(&unique_name("as"), &pool, 1, 6);
     scaler.spec.behavior.scale_down = ScalingRules {
-        stabilization_window_seconds: 5,
-        max_step: 10,
+        max_step: Some(10),
+        ..ScalingRules::window(5)
     };
     let scaler_name = scaler.name_any();
     autoscalers

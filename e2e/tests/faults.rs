@@ -237,8 +237,8 @@ async fn an_autoscaler_restarted_inside_its_scale_down_window_waits_it_out() {
         .unwrap();
     let mut scaler = fixtures::autoscaler(&unique_name("as"), &pool, 1, 6);
     scaler.spec.behavior.scale_down = ScalingRules {
-        stabilization_window_seconds: WINDOW.as_secs() as i32,
-        max_step: 10,
+        max_step: Some(10),
+        ..ScalingRules::window(WINDOW.as_secs() as i32)
     };
     autoscalers
         .create(&PostParams::default(), &scaler)
@@ -311,6 +311,117 @@ async fn an_autoscaler_restarted_inside_its_scale_down_window_waits_it_out() {
         shrunk + Duration::from_secs(1) >= restarted + WINDOW,
         "shrank {:?} after the restart",
         shrunk - restarted
+    );
+
+    autoscalers
+        .delete(&scaler.name_any(), &DeleteParams::default())
+        .await
+        .unwrap();
+    pools.delete(&pool, &DeleteParams::default()).await.unwrap();
+    converged_gone(&client, &pool).await;
+    nodepool.kill().await;
+    autoscaler.kill().await;
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+/// `[{type: Nodes, value: 1, periodSeconds: 15}]` takes 4 nodes to 1 one node per period;
+/// an autoscaler restarted just after the first step reads that step back from the
+/// Autoscaler's status and takes no extra one.
+#[tokio::test]
+async fn a_policy_removes_one_node_per_period_and_a_restart_takes_no_extra_step() {
+    const PERIOD: Duration = Duration::from_secs(15);
+    let _serial = SERIAL.lock().await;
+    let cp = shared();
+    let client = cp.client().await.unwrap();
+    let pools: Api<NodePool> = Api::all(client.clone());
+    let autoscalers: Api<Autoscaler> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let logs = logs("policy");
+    let nodepool = nodepool_operator("nodepool-operator", cp.kubeconfig(), &logs).await;
+    let autoscaler = autoscaler_operator("autoscaler-a", cp.kubeconfig(), &logs).await;
+
+    let pool = unique_name("policy");
+    pools
+        .create(&PostParams::default(), &fixtures::nodepool(&pool, 1))
+        .await
+        .unwrap();
+    let mut scaler = fixtures::autoscaler(&unique_name("as"), &pool, 1, 6);
+    scaler.spec.behavior.scale_down = ScalingRules::window(0).with_policy(
+        shared_crd::PolicyType::Nodes,
+        1,
+        PERIOD.as_secs() as i32,
+    );
+    autoscalers
+        .create(&PostParams::default(), &scaler)
+        .await
+        .unwrap();
+    // 5 pods of 1 core: 5 cores / (2 x 80%) = 4 nodes.
+    let demand: Vec<String> = (0..5).map(|i| format!("{pool}-pod-{i}")).collect();
+    for name in &demand {
+        pods.create(
+            &PostParams::default(),
+            &fixtures::pod_wanting(name, &pool, "1", "1Gi"),
+        )
+        .await
+        .unwrap();
+    }
+    converged(&client, &pool, 4).await;
+    // The scale-up is a change of the period too: a period counts from the size at its
+    // start, so within 15 s of growing from 1 to 4 the pool could go back to 1 at once
+    // (as the HPA does). Let it leave the period first.
+    tokio::time::sleep(PERIOD + Duration::from_secs(1)).await;
+
+    let sizes = Arc::new(Mutex::new(Vec::<(Instant, i32)>::new()));
+    let recorder = {
+        let sizes = sizes.clone();
+        let stream = watcher(
+            pools.clone(),
+            watcher::Config::default().fields(&format!("metadata.name={pool}")),
+        );
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(Ok(event)) = stream.next().await {
+                if let watcher::Event::Apply(p) | watcher::Event::InitApply(p) = event {
+                    let mut sizes = sizes.lock().unwrap();
+                    if sizes.last().map(|s| s.1) != Some(p.spec.replicas) {
+                        sizes.push((Instant::now(), p.spec.replicas));
+                    }
+                }
+            }
+        })
+    };
+    for name in &demand {
+        pods.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    // The first step, then a new process at once.
+    eventually("the first step", Duration::from_secs(30), || async {
+        let last = sizes.lock().unwrap().last().map(|s| s.1);
+        (last == Some(3)).then_some(()).ok_or(format!("{last:?}"))
+    })
+    .await;
+    autoscaler.kill().await;
+    let autoscaler = autoscaler_operator("autoscaler-b", cp.kubeconfig(), &logs).await;
+    converged(&client, &pool, 1).await;
+    recorder.abort();
+
+    let sizes = sizes.lock().unwrap().clone();
+    let steps: Vec<i32> = sizes.iter().map(|s| s.1).collect();
+    assert_eq!(steps, [4, 3, 2, 1], "one node per step");
+    for pair in sizes.windows(2).skip(1) {
+        let gap = pair[1].0 - pair[0].0;
+        // Recorded to the second: a period may look up to a second short.
+        assert!(
+            gap + Duration::from_secs(1) >= PERIOD,
+            "{} -> {} came {gap:?} after the step before",
+            pair[0].1,
+            pair[1].1
+        );
+    }
+    let a = autoscalers.get(&scaler.name_any()).await.unwrap();
+    let events = a.status.unwrap_or_default().scale_events;
+    assert!(
+        events.iter().any(|e| (e.from, e.to) == (2, 1)),
+        "the status records the changes: {events:?}"
     );
 
     autoscalers

@@ -75,53 +75,102 @@ pub struct NodePoolRef {
     pub name: String,
 }
 
-/// Scale-up and scale-down rules, as in the HPA's `behavior`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+/// Scale-up and scale-down rules, as in the HPA's `behavior` (`autoscaling/v2`): each
+/// direction's fields default one by one to the HPA's.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScalingBehavior {
-    #[serde(default = "ScalingRules::default_up")]
+    /// Default: no stabilization window; per 15 s, 4 nodes or 100% more, whichever is more.
+    #[serde(default)]
     pub scale_up: ScalingRules,
-    #[serde(default = "ScalingRules::default_down")]
+    /// Default: a 300 s stabilization window; per 15 s, down to minReplicas (100%).
+    #[serde(default)]
     pub scale_down: ScalingRules,
 }
 
-impl Default for ScalingBehavior {
-    fn default() -> Self {
-        Self {
-            scale_up: ScalingRules::default_up(),
-            scale_down: ScalingRules::default_down(),
-        }
-    }
-}
-
-/// One direction of scaling.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+/// One direction of scaling, as the HPA's `HPAScalingRules`. Every field is optional.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScalingRules {
-    /// Seconds of recommendations to consider before changing the size in this direction.
+    /// Seconds of recommendations to consider before changing the size in this direction
+    /// (default 0 up, 300 down).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 3600))]
-    pub stabilization_window_seconds: i32,
-    /// Most nodes added (or removed) by one decision.
-    #[schemars(range(min = 1, max = 1000))]
-    pub max_step: i32,
+    pub stabilization_window_seconds: Option<i32>,
+    /// Which policy wins when there are several: `Max` (the default: the largest change),
+    /// `Min` (the smallest), or `Disabled` (no change in this direction).
+    // Not an `Option`: schemars would put `null` in the enum, which a 1.20 server refuses.
+    #[serde(default)]
+    pub select_policy: SelectPolicy,
+    /// How much the size may change per period. Empty: the HPA's defaults.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<ScalingPolicy>,
+    /// Deprecated shorthand, kept for v1alpha1 objects: `maxStep: n` is
+    /// `policies: [{type: Nodes, value: n, periodSeconds: 15}]`. Not with `policies`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 5000))]
+    pub max_step: Option<i32>,
 }
 
 impl ScalingRules {
-    /// Scale up at once, a few nodes per step.
-    pub fn default_up() -> Self {
+    /// Rules with only a stabilization window; the rest defaults.
+    pub fn window(seconds: i32) -> Self {
         Self {
-            stabilization_window_seconds: 0,
-            max_step: 4,
+            stabilization_window_seconds: Some(seconds),
+            ..Default::default()
         }
     }
 
-    /// Scale down after demand has stayed low for a while, one node per step.
-    pub fn default_down() -> Self {
-        Self {
-            stabilization_window_seconds: 60,
-            max_step: 1,
-        }
+    /// These rules with one more policy.
+    pub fn with_policy(mut self, type_: PolicyType, value: i32, period_seconds: i32) -> Self {
+        self.policies.push(ScalingPolicy {
+            type_,
+            value,
+            period_seconds,
+        });
+        self
     }
+}
+
+/// One HPA scaling policy: at most `value` nodes (or percent of the size at the start of
+/// the period) of change per `periodSeconds`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingPolicy {
+    #[serde(rename = "type")]
+    pub type_: PolicyType,
+    #[schemars(range(min = 1))]
+    pub value: i32,
+    #[schemars(range(min = 1, max = 1800))]
+    pub period_seconds: i32,
+}
+
+/// What a policy's value counts (the HPA's `Pods` is `Nodes` here).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum PolicyType {
+    Nodes,
+    Percent,
+}
+
+/// Which policy wins.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum SelectPolicy {
+    #[default]
+    Max,
+    Min,
+    Disabled,
+}
+
+/// A change of the pool's size this autoscaler made, as its status records it, so that a
+/// restart or a new leader counts it against the policies' periods.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleEvent {
+    pub time: Time,
+    pub from: i32,
+    pub to: i32,
 }
 
 /// What autoscaler-operator decided (plus nodepool-operator's `NodePoolReady` condition).
@@ -138,6 +187,10 @@ pub struct AutoscalerStatus {
     /// Why the pool's size was last changed, e.g. "cpu demand 5.5 / (2 x 80%) -> 4 nodes".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_decision: Option<String>,
+    /// The size changes within the longest policy period, oldest first: what the
+    /// policies count, read back after a restart. Recorded before the pool is written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scale_events: Vec<ScaleEvent>,
     /// The `.metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -12,7 +12,8 @@ pub mod quantity;
 pub mod time;
 
 pub use autoscaler::{
-    Autoscaler, AutoscalerSpec, AutoscalerStatus, NodePoolRef, ScalingBehavior, ScalingRules,
+    Autoscaler, AutoscalerSpec, AutoscalerStatus, NodePoolRef, PolicyType, ScaleEvent,
+    ScalingBehavior, ScalingPolicy, ScalingRules, SelectPolicy,
 };
 pub use condition::{Condition, ConditionStatus};
 pub use nodepool::{
@@ -137,6 +138,10 @@ pub mod reason {
     pub const TOO_MANY_REPLICAS: &str = "TooManyReplicas";
     /// The decision is below `minReplicas`.
     pub const TOO_FEW_REPLICAS: &str = "TooFewReplicas";
+    /// The scale-up policies hold the size back for now (the HPA's reason).
+    pub const SCALE_UP_LIMIT: &str = "ScaleUpLimit";
+    /// The scale-down policies hold the size back for now (the HPA's reason).
+    pub const SCALE_DOWN_LIMIT: &str = "ScaleDownLimit";
     pub const ALL_FIT: &str = "AllFit";
     /// A pod asks more of one resource than a node of the pool offers.
     pub const POD_TOO_LARGE: &str = "PodTooLarge";

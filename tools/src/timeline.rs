@@ -234,10 +234,9 @@ pub async fn run(cp: &ControlPlane, strategy: &str, opts: &Options) -> Result<Ru
         .create(&PostParams::default(), &fixtures::nodepool(&name, 1))
         .await?;
     let mut scaler = fixtures::autoscaler(&name, &name, 1, 6);
-    scaler.spec.behavior.scale_down = ScalingRules {
-        stabilization_window_seconds: 5,
-        max_step: 1,
-    };
+    // Down one node a second once the 5 s window has passed.
+    scaler.spec.behavior.scale_down =
+        ScalingRules::window(5).with_policy(shared_crd::PolicyType::Nodes, 1, 1);
     autoscalers.create(&PostParams::default(), &scaler).await?;
     wait_pool(&pools, &name, 1, Duration::from_secs(60))
         .await

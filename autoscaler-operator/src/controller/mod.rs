@@ -2,23 +2,27 @@
 //! - observe: the target pool, its nodes, the pods bound to them or waiting for them, all
 //!   from the watch caches ([`observe`]);
 //! - decide: autoscaler-core's HPA decision, with the stabilization history this process
-//!   keeps;
-//! - act: the cross-operator write, the pool's `spec.replicas` ([`act`]);
+//!   keeps and the changes the Autoscaler's status records (the policies count them);
+//! - act: the cross-operator write, the pool's `spec.replicas` ([`act`]), after the
+//!   change is recorded in the Autoscaler's status, so that a restart between the two
+//!   counts it rather than forgets it;
 //! - report: the Autoscaler's own status and the events it calls for ([`report`]).
 //!
 //! Both writes go through operator-kit's write strategy.
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use autoscaler_core::decide::{Decision, Inputs, decide};
 use autoscaler_core::history::History;
+use autoscaler_core::policy::{self, Direction};
+use autoscaler_core::status;
 use kube::Client;
 use kube::runtime::controller::Action;
 use operator_kit::controller::{ReconcileError, Reconciler};
 use operator_kit::events::{Event as KubeEvent, EventType, Recorder};
 use operator_kit::{WriteError, Writer};
-use shared_crd::Autoscaler;
+use shared_crd::{Autoscaler, ScaleEvent};
 
 use crate::caches::Caches;
 
@@ -48,6 +52,9 @@ pub struct Context {
     pub settings: Settings,
     /// Past recommendations for the stabilization windows (see [`History`]).
     history: Mutex<History>,
+    /// The changes this process recorded, by Autoscaler uid, while the cache may not show
+    /// them yet: counted with the status's own, never instead of them.
+    recorded: Mutex<HashMap<String, Vec<ScaleEvent>>>,
     started: Instant,
 }
 
@@ -115,8 +122,22 @@ async fn reconcile_autoscaler(a: &Autoscaler, ctx: &Context) -> Result<Action, E
         }
     };
     let decision = ctx.decide(uid, a, &observed);
-    let scaled = act::scale(a, ctx, &observed.pool, &decision).await?;
-    report::decided(a, ctx, &decision, &observed.demand.unfit, scaled).await?;
+    let current = observed.pool.spec.replicas;
+    let unfit = &observed.demand.unfit;
+    if decision.desired != current {
+        // Recorded first, made second: a restart in between counts a change not made,
+        // which only ever holds the next one back.
+        if !status::records(a, current, decision.desired) {
+            let keep = policy::longest_period(&a.spec.behavior);
+            let events =
+                status::with_change(a, current, decision.desired, shared_crd::time::now(), keep);
+            ctx.remember(uid, &events, keep);
+            report::decided(a, ctx, &decision, unfit, Some(events)).await?;
+        }
+        act::scale(a, ctx, &observed.pool, &decision).await?;
+    } else {
+        report::decided(a, ctx, &decision, unfit, None).await?;
+    }
     let requeue = decision
         .recheck_in_seconds
         .map(|s| Duration::from_secs(s.max(1) as u64))
@@ -140,6 +161,7 @@ impl Context {
             caches,
             settings,
             history: Mutex::default(),
+            recorded: Mutex::default(),
             started: Instant::now(),
         }
     }
@@ -150,12 +172,9 @@ impl Context {
         let now = self.clock();
         let current = observed.pool.spec.replicas;
         let behavior = &a.spec.behavior;
-        let keep = i64::from(
-            behavior
-                .scale_up
-                .stabilization_window_seconds
-                .max(behavior.scale_down.stabilization_window_seconds),
-        );
+        let keep = policy::resolve(&behavior.scale_up, Direction::Up)
+            .window_seconds
+            .max(policy::resolve(&behavior.scale_down, Direction::Down).window_seconds);
         let mut history = self.history.lock().expect("not poisoned");
         if history.len() > self.caches.autoscalers.len() {
             let live: HashSet<String> = self
@@ -166,24 +185,47 @@ impl Context {
                 .filter_map(|a| a.metadata.uid.clone())
                 .collect();
             history.retain(&live);
+            self.recorded
+                .lock()
+                .expect("not poisoned")
+                .retain(|uid, _| live.contains(uid));
         }
         let past = history.recommendations(uid, keep, current, now);
+        let remembered = self
+            .recorded
+            .lock()
+            .expect("not poisoned")
+            .get(uid)
+            .cloned()
+            .unwrap_or_default();
+        let changes = status::changes(a, &remembered);
         let decision = decide(&Inputs {
             spec: &a.spec,
             demand: &observed.demand,
             capacity: observed.capacity,
             current,
-            existing: observed
-                .pool
-                .status
-                .as_ref()
-                .map_or(current, |s| s.replicas),
             pool_at_quota: observed.at_quota,
             history: &past,
             now,
+            changes: &changes,
+            wall_now: k8s_openapi::jiff::Timestamp::now().as_second(),
         });
         history.record(uid, now, decision.recommendation);
         decision
+    }
+
+    /// Keeps the changes just recorded for `uid` (the last `keep` seconds of them) until
+    /// the cache shows them.
+    fn remember(&self, uid: &str, events: &[ScaleEvent], keep: i64) {
+        let now = k8s_openapi::jiff::Timestamp::now().as_second();
+        let mut recorded = self.recorded.lock().expect("not poisoned");
+        let mine = recorded.entry(uid.to_owned()).or_default();
+        for e in events {
+            if !mine.contains(e) {
+                mine.push(e.clone());
+            }
+        }
+        mine.retain(|e| e.time.0.as_second() + keep > now);
     }
 
     async fn publish(&self, a: &Autoscaler, type_: EventType, reason: &str, note: String) {

@@ -8,19 +8,22 @@ use kube::ResourceExt;
 use kube::api::Api;
 use operator_kit::Change;
 use operator_kit::events::EventType;
-use shared_crd::{Autoscaler, field_manager};
+use shared_crd::{Autoscaler, ScaleEvent, field_manager};
 
 use super::{Context, Error};
 
-/// Reports a decision; `scaled`: this reconcile wrote the pool's size.
+/// Reports a decision; `recorded`: the change this reconcile is about to make, with the
+/// others the policies still count, written under the scaling manager.
 pub(super) async fn decided(
     a: &Autoscaler,
     ctx: &Context,
     decision: &Decision,
     unfit: &[Unfit],
-    scaled: bool,
+    recorded: Option<Vec<ScaleEvent>>,
 ) -> Result<(), Error> {
-    let status = status::decided(a, decision, unfit, scaled, shared_crd::time::now());
+    let scaled = recorded.is_some();
+    let mut status = status::decided(a, decision, unfit, scaled, shared_crd::time::now());
+    status.scale_events = recorded;
     if write_status(a, ctx, &status, scaled).await? {
         for warning in status::decided_warnings(a, decision, unfit) {
             ctx.publish(a, EventType::Warning, warning.reason, warning.note)

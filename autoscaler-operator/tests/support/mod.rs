@@ -121,4 +121,5 @@ pub fn pod(name: &str, pool: &str, cpu: &str) -> k8s_openapi::api::core::v1::Pod
 }
 
 /// Ready nodes of `pool`, from the API server.
+#[allow(unused_imports)]
 pub use test_support::ready_nodes;
