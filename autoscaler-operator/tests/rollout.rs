@@ -18,7 +18,7 @@ use nodepool_core::template::{hash_of, template_hash};
 use serde_json::json;
 use shared_crd::{NodePool, ScalingRules};
 use support::operators;
-use test_support::{Topology, eventually, fixtures, shared, unique_name};
+use test_support::{Topology, eventually, fixtures, running_pods, shared, unique_name};
 
 const CONVERGE: Duration = Duration::from_secs(120);
 
@@ -55,17 +55,6 @@ async fn look(client: &Client, pool: &str) -> (Look, Vec<Node>) {
         ready_schedulable,
     };
     (l, list)
-}
-
-async fn running(pods: &Api<Pod>, app: &str) -> usize {
-    pods.list(&ListParams::default().labels(&format!("app={app}")))
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-        .count()
 }
 
 #[tokio::test]
@@ -107,7 +96,7 @@ async fn an_autoscaler_grows_a_pool_mid_rollout_and_neither_operator_flaps() {
         .unwrap();
     eventually("2 nodes and 3 pods Running", CONVERGE, || async {
         let (l, _) = look(&client, &pool).await;
-        let r = running(&pods, &pool).await;
+        let r = running_pods(&pods, &pool).await.len();
         (l.replicas == 2 && l.total == 2 && l.ready_schedulable == 2 && r == 3)
             .then_some(())
             .ok_or(format!("{l:?}, {r} running"))
@@ -157,7 +146,7 @@ async fn an_autoscaler_grows_a_pool_mid_rollout_and_neither_operator_flaps() {
                 .iter()
                 .filter(|n| hash_of(n) == Some(hash.as_str()))
                 .count();
-            let r = running(&pods, &pool).await;
+            let r = running_pods(&pods, &pool).await.len();
             (l.replicas == 3 && l.total == 3 && updated == 3 && l.ready_schedulable == 3 && r == 5)
                 .then_some(())
                 .ok_or(format!("{l:?}, {updated} updated, {r} running"))

@@ -217,6 +217,33 @@ async fn two_hundred_spec_changes_in_a_burst_end_at_the_last_one() {
     let _ = std::fs::remove_dir_all(&logs);
 }
 
+/// Every `spec.replicas` the pool takes from now on, and when, until the task is aborted.
+fn record_sizes(
+    pools: &Api<NodePool>,
+    pool: &str,
+) -> (Arc<Mutex<Vec<(Instant, i32)>>>, tokio::task::JoinHandle<()>) {
+    let sizes = Arc::new(Mutex::new(Vec::<(Instant, i32)>::new()));
+    let stream = watcher(
+        pools.clone(),
+        watcher::Config::default().fields(&format!("metadata.name={pool}")),
+    );
+    let recorder = tokio::spawn({
+        let sizes = sizes.clone();
+        async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(Ok(event)) = stream.next().await {
+                if let watcher::Event::Apply(p) | watcher::Event::InitApply(p) = event {
+                    let mut sizes = sizes.lock().unwrap();
+                    if sizes.last().map(|s| s.1) != Some(p.spec.replicas) {
+                        sizes.push((Instant::now(), p.spec.replicas));
+                    }
+                }
+            }
+        }
+    });
+    (sizes, recorder)
+}
+
 #[tokio::test]
 async fn an_autoscaler_restarted_inside_its_scale_down_window_waits_it_out() {
     const WINDOW: Duration = Duration::from_secs(20);
@@ -256,26 +283,7 @@ async fn an_autoscaler_restarted_inside_its_scale_down_window_waits_it_out() {
     }
     converged(&client, &pool, 3).await;
 
-    // Every spec.replicas the pool takes from now on, and when.
-    let sizes = Arc::new(Mutex::new(Vec::<(Instant, i32)>::new()));
-    let recorder = {
-        let sizes = sizes.clone();
-        let stream = watcher(
-            pools.clone(),
-            watcher::Config::default().fields(&format!("metadata.name={pool}")),
-        );
-        tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream);
-            while let Some(Ok(event)) = stream.next().await {
-                if let watcher::Event::Apply(p) | watcher::Event::InitApply(p) = event {
-                    let mut sizes = sizes.lock().unwrap();
-                    if sizes.last().map(|s| s.1) != Some(p.spec.replicas) {
-                        sizes.push((Instant::now(), p.spec.replicas));
-                    }
-                }
-            }
-        })
-    };
+    let (sizes, recorder) = record_sizes(&pools, &pool);
 
     // The demand goes; half-way through the window the autoscaler restarts.
     for name in &demand {
@@ -371,25 +379,7 @@ async fn a_policy_removes_one_node_per_period_and_a_restart_takes_no_extra_step(
     // (as the HPA does). Let it leave the period first.
     tokio::time::sleep(PERIOD + Duration::from_secs(1)).await;
 
-    let sizes = Arc::new(Mutex::new(Vec::<(Instant, i32)>::new()));
-    let recorder = {
-        let sizes = sizes.clone();
-        let stream = watcher(
-            pools.clone(),
-            watcher::Config::default().fields(&format!("metadata.name={pool}")),
-        );
-        tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream);
-            while let Some(Ok(event)) = stream.next().await {
-                if let watcher::Event::Apply(p) | watcher::Event::InitApply(p) = event {
-                    let mut sizes = sizes.lock().unwrap();
-                    if sizes.last().map(|s| s.1) != Some(p.spec.replicas) {
-                        sizes.push((Instant::now(), p.spec.replicas));
-                    }
-                }
-            }
-        })
-    };
+    let (sizes, recorder) = record_sizes(&pools, &pool);
     for name in &demand {
         pods.delete(name, &DeleteParams::default()).await.unwrap();
     }

@@ -23,7 +23,7 @@ use shared_crd::{
     NodePool,
 };
 use support::{config, nodes_of, operator};
-use test_support::{Topology, eventually, fixtures, shared, unique_name};
+use test_support::{Topology, eventually, fixtures, running_pods, shared, unique_name};
 
 async fn setup() -> Option<(Client, Api<NodePool>, Api<Node>)> {
     if Topology::from_env() == Topology::Bare && !shared().is_external() {
@@ -162,22 +162,6 @@ async fn ready_pool(pools: &Api<NodePool>, nodes: &Api<Node>, pool: NodePool) ->
     )
     .await;
     name
-}
-
-/// The pods of `app` that are Running, by node.
-async fn running_pods(pods: &Api<Pod>, app: &str) -> Vec<(String, String)> {
-    pods.list(&ListParams::default().labels(&format!("app={app}")))
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-        .map(|p| {
-            let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
-            (p.name_any(), node.unwrap_or_default())
-        })
-        .collect()
 }
 
 /// A PodDisruptionBudget over `app` that lets one pod go at a time, kept by the real

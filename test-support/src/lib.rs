@@ -202,3 +202,23 @@ pub fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
     }
     Ok(body.to_owned())
 }
+
+/// The pods labelled `app=<app>` that are Running and not being deleted, as (pod, node).
+pub async fn running_pods(
+    pods: &kube::Api<k8s_openapi::api::core::v1::Pod>,
+    app: &str,
+) -> Vec<(String, String)> {
+    use kube::ResourceExt;
+    pods.list(&kube::api::ListParams::default().labels(&format!("app={app}")))
+        .await
+        .expect("list pods")
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .map(|p| {
+            let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
+            (p.name_any(), node.unwrap_or_default())
+        })
+        .collect()
+}

@@ -52,8 +52,8 @@ pub struct Context {
     pub settings: Settings,
     /// Past recommendations for the stabilization windows (see [`History`]).
     history: Mutex<History>,
-    /// The changes this process recorded, by Autoscaler uid, while the cache may not show
-    /// them yet: counted with the status's own, never instead of them.
+    /// The list of changes this process last wrote, by Autoscaler uid: the server has it,
+    /// the cache may not show it yet (the later of the two counts).
     recorded: Mutex<HashMap<String, Vec<ScaleEvent>>>,
     started: Instant,
 }
@@ -127,12 +127,20 @@ async fn reconcile_autoscaler(a: &Autoscaler, ctx: &Context) -> Result<Action, E
     if decision.desired != current {
         // Recorded first, made second: a restart in between counts a change not made,
         // which only ever holds the next one back.
-        if !status::records(a, current, decision.desired) {
+        if !status::records(a, &ctx.remembered(uid), current, decision.desired) {
             let keep = policy::longest_period(&a.spec.behavior);
-            let events =
-                status::with_change(a, current, decision.desired, shared_crd::time::now(), keep);
-            ctx.remember(uid, &events, keep);
-            report::decided(a, ctx, &decision, unfit, Some(events)).await?;
+            let events = status::with_change(
+                a,
+                &ctx.remembered(uid),
+                current,
+                decision.desired,
+                shared_crd::time::now(),
+                keep,
+            );
+            report::decided(a, ctx, &decision, unfit, Some(events.clone())).await?;
+            // Only once the server has it: a change remembered here is never one that a
+            // restart would not read back.
+            ctx.remember(uid, &events);
         }
         act::scale(a, ctx, &observed.pool, &decision).await?;
     } else {
@@ -191,14 +199,7 @@ impl Context {
                 .retain(|uid, _| live.contains(uid));
         }
         let past = history.recommendations(uid, keep, current, now);
-        let remembered = self
-            .recorded
-            .lock()
-            .expect("not poisoned")
-            .get(uid)
-            .cloned()
-            .unwrap_or_default();
-        let changes = status::changes(a, &remembered);
+        let changes = status::changes(a, &self.remembered(uid));
         let decision = decide(&Inputs {
             spec: &a.spec,
             demand: &observed.demand,
@@ -214,18 +215,16 @@ impl Context {
         decision
     }
 
-    /// Keeps the changes just recorded for `uid` (the last `keep` seconds of them) until
-    /// the cache shows them.
-    fn remember(&self, uid: &str, events: &[ScaleEvent], keep: i64) {
-        let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    /// The changes this process recorded for `uid`.
+    fn remembered(&self, uid: &str) -> Vec<ScaleEvent> {
+        let recorded = self.recorded.lock().expect("not poisoned");
+        recorded.get(uid).cloned().unwrap_or_default()
+    }
+
+    /// Keeps the list of changes just written for `uid` until the cache shows it.
+    fn remember(&self, uid: &str, events: &[ScaleEvent]) {
         let mut recorded = self.recorded.lock().expect("not poisoned");
-        let mine = recorded.entry(uid.to_owned()).or_default();
-        for e in events {
-            if !mine.contains(e) {
-                mine.push(e.clone());
-            }
-        }
-        mine.retain(|e| e.time.0.as_second() + keep > now);
+        recorded.insert(uid.to_owned(), events.to_vec());
     }
 
     async fn publish(&self, a: &Autoscaler, type_: EventType, reason: &str, note: String) {
