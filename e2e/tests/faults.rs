@@ -217,11 +217,11 @@ async fn two_hundred_spec_changes_in_a_burst_end_at_the_last_one() {
     let _ = std::fs::remove_dir_all(&logs);
 }
 
+/// Sizes a pool took, and when.
+type Sizes = Arc<Mutex<Vec<(Instant, i32)>>>;
+
 /// Every `spec.replicas` the pool takes from now on, and when, until the task is aborted.
-fn record_sizes(
-    pools: &Api<NodePool>,
-    pool: &str,
-) -> (Arc<Mutex<Vec<(Instant, i32)>>>, tokio::task::JoinHandle<()>) {
+fn record_sizes(pools: &Api<NodePool>, pool: &str) -> (Sizes, tokio::task::JoinHandle<()>) {
     let sizes = Arc::new(Mutex::new(Vec::<(Instant, i32)>::new()));
     let stream = watcher(
         pools.clone(),
