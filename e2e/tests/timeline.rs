@@ -1,7 +1,8 @@
 //! The three strategies side by side on a real API server, both operators running as
 //! processes and a third writer forcing contention: every run converges with nothing
 //! lost; lazy and retry meet 409s, apply meets none; retry absorbs its 409s inside the
-//! write where lazy pays a failed reconcile for each.
+//! write where lazy pays a failed reconcile for each. Then apply once more with a rollout
+//! under the autoscaler.
 use test_support::shared;
 use tools::timeline::{self, Options};
 
@@ -67,6 +68,38 @@ async fn lazy_retry_and_apply_under_contention() {
         "retry failed {} reconciles, lazy {}",
         retry.total(|c| c.failed_reconciles),
         lazy.total(|c| c.failed_reconciles)
+    );
+
+    // The harder version: the template changes once the pool has scaled up, so
+    // nodepool-operator replaces every node while the autoscaler goes on deciding on the
+    // same pool. Neither flaps: spec.replicas does not move during the rollout, the pool
+    // keeps its Ready nodes and holds at most one more; apply still meets no 409.
+    let rollout = timeline::run(
+        shared(),
+        "apply",
+        &Options {
+            rollout: true,
+            ..options.clone()
+        },
+    )
+    .await
+    .unwrap();
+    println!("{}", tools::report::timeline_text(&rollout, 60));
+    assert!(
+        rollout.final_ok(),
+        "rollout: {:?} (up {:?}, rollout {:?}, down {:?})",
+        rollout.final_problems,
+        rollout.converge_up,
+        rollout.converge_rollout,
+        rollout.converge_down
+    );
+    assert_eq!(conflicts(&rollout), 0, "server-side apply met a conflict");
+    assert!(
+        rollout
+            .changes
+            .iter()
+            .any(|c| c.changed.iter().any(|w| w == "spec.template")),
+        "the template change was not recorded"
     );
     let _ = std::fs::remove_dir_all(logs);
 }

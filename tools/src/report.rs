@@ -18,8 +18,12 @@ pub fn timeline_text(run: &Run, max_lines: usize) -> String {
         .chain(run.conflicts.iter().map(|c| (c.t, Line::Conflict(c))))
         .collect();
     lines.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let rollout = run
+        .rollout_at
+        .map(|t| format!("; the template changes at {t:.3}s"))
+        .unwrap_or_default();
     let mut out = format!(
-        "--- timeline: --conflict-strategy {} (seconds since the pool was created; pods appear at {:.3}s, go at {:.3}s) ---\n",
+        "--- timeline: --conflict-strategy {} (seconds since the pool was created; pods appear at {:.3}s{rollout}, go at {:.3}s) ---\n",
         run.strategy, run.demand_at, run.demand_gone_at
     );
     let total = lines.len();
@@ -98,7 +102,7 @@ pub fn comparison_table(runs: &[Run]) -> String {
         }
     }
     type Column = (&'static str, fn(&Run) -> Option<f64>);
-    let columns: [Column; 12] = [
+    let mut columns: Vec<Column> = vec![
         ("409s", |r| Some(r.total(|c| c.conflicts) as f64)),
         ("retries", |r| Some(r.total(|c| c.retries) as f64)),
         ("reconciles", |r| Some(r.total(|c| c.reconciles) as f64)),
@@ -112,6 +116,9 @@ pub fn comparison_table(runs: &[Run]) -> String {
         ("up (s)", |r| r.converge_up),
         ("down (s)", |r| r.converge_down),
     ];
+    if runs.iter().any(|r| r.rollout_at.is_some()) {
+        columns.push(("rollout (s)", |r| r.converge_rollout));
+    }
     let mut header = vec!["strategy".to_owned(), "runs".to_owned()];
     header.extend(columns.iter().map(|(name, _)| (*name).to_owned()));
     header.push("final".into());
@@ -177,7 +184,7 @@ pub fn comparison_table(runs: &[Run]) -> String {
         "Each cell is the median over `runs`. 409s: conflicts both operators got; retries: re-read-and-retry\n\
          attempts; failed: reconciles that returned an error (each is requeued and runs again in full);\n\
          update/apply/patch/get: API requests by verb; skipped: writes not sent (nothing changed, or just written);\n\
-         up/down: seconds to converge; final: desired size, ready nodes and every writer's fields present.\n",
+         up/down/rollout: seconds to converge; final: desired size, ready nodes and every writer's fields present.\n",
     );
     out
 }
@@ -229,10 +236,12 @@ pub fn swimlane_svg(runs: &[Run]) -> String {
             run.strategy,
             run.conflicts.len()
         );
-        for (t, label) in [
-            (run.demand_at, "pods appear"),
-            (run.demand_gone_at, "pods deleted"),
-        ] {
+        let marks = [
+            Some((run.demand_at, "pods appear")),
+            run.rollout_at.map(|t| (t, "template changed")),
+            Some((run.demand_gone_at, "pods deleted")),
+        ];
+        for (t, label) in marks.into_iter().flatten() {
             let _ = writeln!(
                 svg,
                 "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1}\" y2=\"{2}\" stroke=\"#f0a000\" stroke-dasharray=\"4 3\"/><text x=\"{3:.1}\" y=\"{1}\" fill=\"#b07000\">{label}</text>",
@@ -290,7 +299,8 @@ pub fn swimlane_svg(runs: &[Run]) -> String {
         let scale = 10.0;
         let _ = writeln!(
             svg,
-            "<text x=\"10\" y=\"{}\">nodes: desired (blue),</text><text x=\"10\" y=\"{}\">ready (green)</text><line x1=\"{LEFT}\" x2=\"{}\" y1=\"{base}\" y2=\"{base}\" stroke=\"#ccc\"/>",
+            "<text x=\"10\" y=\"{}\">nodes: desired (blue),</text><text x=\"10\" y=\"{}\">ready (green),</text><text x=\"10\" y=\"{}\">up to date (orange)</text><line x1=\"{LEFT}\" x2=\"{}\" y1=\"{base}\" y2=\"{base}\" stroke=\"#ccc\"/>",
+            base - 44.0,
             base - 30.0,
             base - 16.0,
             W - 20.0
@@ -302,6 +312,7 @@ pub fn swimlane_svg(runs: &[Run]) -> String {
                     as fn(&crate::timeline::PoolChange) -> i32,
             ),
             ("#2ca02c", |c| c.ready_replicas),
+            ("#f0a000", |c| c.updated_replicas),
         ] {
             let mut d = String::new();
             let mut last_y = None;

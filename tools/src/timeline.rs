@@ -41,6 +41,9 @@ pub struct Options {
     pub pods: usize,
     pub expect_up: i32,
     pub expect_down: i32,
+    /// Change the pool's template once it has scaled up: nodepool-operator replaces every
+    /// node while the autoscaler keeps deciding on the same pool (`--rollout`).
+    pub rollout: bool,
 }
 
 impl Options {
@@ -53,6 +56,7 @@ impl Options {
             pods: 5,
             expect_up: 4,
             expect_down: 1,
+            rollout: false,
         }
     }
 }
@@ -67,6 +71,7 @@ pub struct PoolChange {
     pub spec_replicas: i32,
     pub status_replicas: i32,
     pub ready_replicas: i32,
+    pub updated_replicas: i32,
     /// What changed, e.g. `spec.replicas 1 -> 4`, `status`, `annotations`.
     pub changed: Vec<String>,
     /// The field managers that own what changed.
@@ -112,6 +117,10 @@ pub struct Run {
     pub converge_up: Option<f64>,
     /// Seconds from the scale to 0 to `expect_down` Ready nodes.
     pub converge_down: Option<f64>,
+    /// With `rollout`: when the template changed, and seconds from then until every node
+    /// was on the new template (`updatedReplicas`), the pool exact.
+    pub rollout_at: Option<f64>,
+    pub converge_rollout: Option<f64>,
     pub changes: Vec<PoolChange>,
     pub conflicts: Vec<Conflict>,
     pub nodepool_operator: Counters,
@@ -129,7 +138,10 @@ impl Run {
         self.total(|c| c.requests.get(verb).copied().unwrap_or(0))
     }
     pub fn final_ok(&self) -> bool {
-        self.final_problems.is_empty() && self.converge_up.is_some() && self.converge_down.is_some()
+        self.final_problems.is_empty()
+            && self.converge_up.is_some()
+            && self.converge_down.is_some()
+            && (self.rollout_at.is_none() || self.converge_rollout.is_some())
     }
 }
 
@@ -260,6 +272,23 @@ pub async fn run(cp: &ControlPlane, strategy: &str, opts: &Options) -> Result<Ru
         .await
         .ok()
         .map(|_| up_start.elapsed().as_secs_f64());
+    let (rollout_at, converge_rollout) = if opts.rollout && converge_up.is_some() {
+        let at = t0.elapsed().as_secs_f64();
+        let start = Instant::now();
+        let params = PatchParams {
+            field_manager: Some(USER.into()),
+            ..Default::default()
+        };
+        let patch = json!({"spec": {"template": {"labels": {ROLLOUT_LABEL: "2"}}}});
+        pools.patch(&name, &params, &Patch::Merge(&patch)).await?;
+        let done = wait_rollout(&pools, &name, opts.expect_up, Duration::from_secs(150))
+            .await
+            .ok()
+            .map(|_| start.elapsed().as_secs_f64());
+        (Some(at), done)
+    } else {
+        (None, None)
+    };
     let demand_gone_at = t0.elapsed().as_secs_f64();
     let down_start = Instant::now();
     let none = serde_json::json!({"spec": {"replicas": 0}});
@@ -278,9 +307,13 @@ pub async fn run(cp: &ControlPlane, strategy: &str, opts: &Options) -> Result<Ru
     // Their tick counters are their numbers of writes.
     let third_writer_writes = third_writer_count(&pools, &name).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let final_problems =
+    let mut final_problems =
         check_final(&pools, &autoscalers, &name, opts, third_writer_writes > 0).await?;
     recorder.abort();
+    let changes = changes.lock().expect("not poisoned").clone();
+    if let (Some(at), Some(took)) = (rollout_at, converge_rollout) {
+        final_problems.extend(rollout_problems(&changes, at, at + took, opts.expect_up));
+    }
 
     let nodepool_operator = nodepool.counters()?;
     let autoscaler_operator = autoscaler.counters()?;
@@ -297,13 +330,14 @@ pub async fn run(cp: &ControlPlane, strategy: &str, opts: &Options) -> Result<Ru
         .await?;
     autoscalers.delete(&name, &DeleteParams::default()).await?;
     pools.delete(&name, &DeleteParams::default()).await?;
-    let changes = changes.lock().expect("not poisoned").clone();
     Ok(Run {
         strategy: strategy.to_owned(),
         demand_at,
         demand_gone_at,
         converge_up,
         converge_down,
+        rollout_at,
+        converge_rollout,
         changes,
         conflicts,
         nodepool_operator,
@@ -336,6 +370,64 @@ async fn wait_pool(pools: &Api<NodePool>, name: &str, n: i32, timeout: Duration)
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Waits until every one of the pool's `n` nodes is Ready and on its current template.
+async fn wait_rollout(pools: &Api<NodePool>, name: &str, n: i32, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let p = pools.get(name).await?;
+        let s = p.status.clone().unwrap_or_default();
+        if s.observed_generation == p.metadata.generation
+            && (
+                p.spec.replicas,
+                s.replicas,
+                s.ready_replicas,
+                s.updated_replicas,
+            ) == (n, n, n, n)
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("pool {name} not rolled out after {timeout:?}: status {s:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What went wrong while the rollout ran, from the pool's recorded versions: the autoscaler
+/// must not change the size (no flap), the pool must keep `replicas` Ready nodes and hold at
+/// most one more (the default budget, 10% rounded up).
+pub fn rollout_problems(changes: &[PoolChange], from: f64, to: f64, replicas: i32) -> Vec<String> {
+    let during: Vec<&PoolChange> = changes.iter().filter(|c| c.t > from && c.t <= to).collect();
+    let mut problems = Vec::new();
+    for c in &during {
+        if let Some(what) = c.changed.iter().find(|w| w.starts_with("spec.replicas")) {
+            problems.push(format!("during the rollout, at {:.3}s: {what}", c.t));
+        }
+        if c.ready_replicas < replicas {
+            problems.push(format!(
+                "during the rollout, at {:.3}s: {} Ready nodes, fewer than {replicas}",
+                c.t, c.ready_replicas
+            ));
+        }
+        if c.status_replicas > replicas + 1 {
+            problems.push(format!(
+                "during the rollout, at {:.3}s: {} nodes, more than {}",
+                c.t,
+                c.status_replicas,
+                replicas + 1
+            ));
+        }
+    }
+    if !during.iter().any(|c| c.status_replicas > replicas) {
+        problems.push("the rollout replaced no node (the pool never held a replacement)".into());
+    }
+    problems
+}
+
+/// The field manager of the user who changes the template.
+pub const USER: &str = "user";
+const ROLLOUT_LABEL: &str = "timeline.nodepool.dev/rollout";
 
 /// The third writer: a merge patch of one annotation (no resourceVersion, so it never
 /// conflicts itself), which moves the pool's resourceVersion under the operators' caches.
@@ -396,13 +488,23 @@ pub fn describe_change(before: Option<&NodePool>, after: &NodePool, t: f64) -> P
             ));
             areas.push("f:spec");
         }
+        if b.spec.template != after.spec.template {
+            changed.push("spec.template".to_owned());
+            areas.push("f:spec");
+        }
         if b.status != after.status {
             let bs = b.status.clone().unwrap_or_default();
             let mut what = Vec::new();
-            if (bs.replicas, bs.ready_replicas) != (status.replicas, status.ready_replicas) {
+            if (bs.replicas, bs.ready_replicas, bs.updated_replicas)
+                != (
+                    status.replicas,
+                    status.ready_replicas,
+                    status.updated_replicas,
+                )
+            {
                 what.push(format!(
-                    "replicas {}/{} ready",
-                    status.replicas, status.ready_replicas
+                    "replicas {}/{} ready/{} up to date",
+                    status.replicas, status.ready_replicas, status.updated_replicas
                 ));
             }
             if bs.conditions != status.conditions {
@@ -449,6 +551,7 @@ pub fn describe_change(before: Option<&NodePool>, after: &NodePool, t: f64) -> P
         spec_replicas: after.spec.replicas,
         status_replicas: status.replicas,
         ready_replicas: status.ready_replicas,
+        updated_replicas: status.updated_replicas,
         changed,
         by: by.into_iter().collect(),
     }
@@ -652,6 +755,48 @@ mod tests {
                 &["annotations".to_owned()][..],
                 &[THIRD_WRITER.to_owned()][..]
             )
+        );
+    }
+
+    fn version(t: f64, spec: i32, nodes: i32, ready: i32, changed: &str) -> PoolChange {
+        PoolChange {
+            t,
+            resource_version: String::new(),
+            generation: 2,
+            spec_replicas: spec,
+            status_replicas: nodes,
+            ready_replicas: ready,
+            updated_replicas: 0,
+            changed: vec![changed.to_owned()],
+            by: vec![],
+        }
+    }
+
+    #[test]
+    fn a_rollout_is_judged_by_the_versions_inside_it() {
+        let good = [
+            version(1.0, 4, 4, 4, "spec.replicas 1 -> 4"),
+            version(2.0, 4, 5, 4, "status"),
+            version(3.0, 4, 5, 5, "status"),
+            version(4.0, 4, 4, 4, "status"),
+            version(9.0, 1, 4, 4, "spec.replicas 4 -> 1"),
+        ];
+        assert_eq!(rollout_problems(&good, 1.5, 5.0, 4), Vec::<String>::new());
+
+        let flap = [
+            version(2.0, 4, 5, 4, "status"),
+            version(2.5, 5, 5, 4, "spec.replicas 4 -> 5"),
+            version(3.0, 5, 6, 3, "status"),
+        ];
+        let problems = rollout_problems(&flap, 1.5, 5.0, 4);
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].contains("spec.replicas 4 -> 5"));
+        assert!(problems[1].contains("3 Ready nodes, fewer than 4"));
+        assert!(problems[2].contains("6 nodes, more than 5"));
+
+        assert_eq!(
+            rollout_problems(&[version(2.0, 4, 4, 4, "status")], 1.5, 5.0, 4),
+            ["the rollout replaced no node (the pool never held a replacement)"]
         );
     }
 

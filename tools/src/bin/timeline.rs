@@ -30,6 +30,10 @@ struct Cli {
     /// Timeline lines printed per strategy (all are in the JSON file).
     #[arg(long, default_value_t = 40)]
     lines: usize,
+    /// Change the pool's template once it has scaled up: nodepool-operator replaces every node
+    /// while the autoscaler goes on deciding (`make timeline TIMELINE_ARGS=--rollout`).
+    #[arg(long)]
+    rollout: bool,
     /// Runs per strategy; the table shows medians (`make bench`: 3).
     #[arg(long, default_value_t = 1)]
     repeat: usize,
@@ -44,6 +48,7 @@ async fn main() -> Result<()> {
     let out = cli.results.join(format!("timeline-{stamp}"));
     std::fs::create_dir_all(&out)?;
     let mut options = Options::new(std::path::absolute(&cli.bin_dir)?, out.join("logs"));
+    options.rollout = cli.rollout;
     options.contention =
         (cli.third_writer_ms > 0).then(|| Duration::from_millis(cli.third_writer_ms));
 
