@@ -137,13 +137,15 @@ fn reason_of(node: &Node, input: &Inputs) -> (Option<DisruptionReason>, Option<T
     (reason, next)
 }
 
-/// When an Expired node's `do-not-disrupt` stops holding it: `expireAfter` plus the
-/// pool's `terminationGracePeriodSeconds`, when the pool sets one.
+/// When an Expired node's `do-not-disrupt` stops holding it back, as in Karpenter, where
+/// expiry is forceful: at `expireAfter`, when the pool sets a
+/// `terminationGracePeriodSeconds`. Its drain then waits for the do-not-disrupt pods until
+/// that grace period, so the node lives at most `expireAfter` plus the grace period. A pool
+/// without one keeps such a node until its pods end: nothing would bound the drain.
 fn expiry_overrides_at(node: &Node, rules: &Rules) -> Option<Timestamp> {
     let created = node.metadata.creation_timestamp.as_ref()?.0;
-    created
-        .checked_add(rules.expire_after? + rules.termination_grace?)
-        .ok()
+    rules.termination_grace?;
+    created.checked_add(rules.expire_after?).ok()
 }
 
 /// How long after its creation a node's NotReady still means it is starting.
@@ -192,30 +194,24 @@ pub fn plan<'a>(input: &Inputs<'a>) -> Plan<'a> {
         }
     };
 
-    // Which nodes should be replaced, and why.
+    // Which nodes should be replaced, and why. The repair stop counts the Unhealthy nodes
+    // and those on their way there (NotReady since after they started), as Karpenter
+    // counts every node with the condition: nodes that fail together are held back
+    // together, not repaired one by one as each reaches `repairAfter`. A node still
+    // starting is not counted: it is most often the replacement of a sick one, and
+    // counting it would stop the very repair it serves.
     let mut candidates: Vec<(&Observed<'a>, DisruptionReason)> = Vec::new();
+    let mut unhealthy = 0;
     for observed in input.live {
         let (reason, next) = reason_of(observed.node, input);
         soonest(next);
+        if reason == Some(DisruptionReason::Unhealthy) || failed_after_start(observed.node) {
+            unhealthy += 1;
+        }
         if let Some(reason) = reason {
             candidates.push((observed, reason));
         }
     }
-    // The repair stop counts the Unhealthy nodes and those on their way there (NotReady
-    // since after they started), as Karpenter counts every node with the condition:
-    // nodes that fail together are held back together, not repaired one by one as each
-    // reaches `repairAfter`. A node still starting is not counted: it is most often the
-    // replacement of a sick one, and counting it would stop the very repair it serves.
-    let unhealthy = candidates
-        .iter()
-        .filter(|(o, r)| *r == DisruptionReason::Unhealthy || failed_after_start(o.node))
-        .count()
-        + input
-            .live
-            .iter()
-            .filter(|o| failed_after_start(o.node))
-            .filter(|o| !candidates.iter().any(|(c, _)| std::ptr::eq(c.node, o.node)))
-            .count();
     let unhealthy_allowed = (pool_nodes * UNHEALTHY_LIMIT_PERCENT).div_ceil(100);
 
     // Unhealthy first, then Expired, then Drifted; within a reason the sick, the empty
@@ -718,31 +714,38 @@ mod tests {
     }
 
     #[test]
-    fn do_not_disrupt_holds_voluntary_reasons_until_the_grace_period_on_expiry() {
-        let rules = rules(
-            Disruption::default(),
-            NodeTemplate {
-                expire_after: Some("40s".into()),
-                termination_grace_period_seconds: Some(60),
-                ..Default::default()
-            },
-        );
-        let nodes = [made("kept", 50, "old"), made("b", 30, "old")];
+    fn do_not_disrupt_holds_voluntary_reasons_and_expiry_overrides_it_with_a_grace_period() {
+        let template = |grace| NodeTemplate {
+            expire_after: Some("40s".into()),
+            termination_grace_period_seconds: grace,
+            ..Default::default()
+        };
+        // Without a grace period nothing overrides it: "kept" is Expired, and held.
+        let no_grace = rules(Disruption::default(), template(None));
+        let nodes = [made("kept", 50, "new"), made("b", 30, "old")];
         let mut live = observed(&nodes);
         live[0].do_not_disrupt = true;
-        let p = run(&rules, 2, &live, 0);
+        let p = run(&no_grace, 2, &live, 0);
         assert_eq!(names(&p.replacing), ["b"], "the other node goes");
         assert!(
             p.held
                 .iter()
                 .any(|(d, h)| d.name() == "kept" && *h == Hold::DoNotDisrupt)
         );
-        // Expired 40s + grace 60s after its creation, do-not-disrupt no longer holds.
-        let nodes = [made("kept", 100, "old")];
+        // With one, expiry is forceful at expireAfter, as in Karpenter; the drain then
+        // waits for the pod up to the grace period.
+        let grace = rules(Disruption::default(), template(Some(60)));
+        let nodes = [made("kept", 50, "new")];
         let mut live = observed(&nodes);
         live[0].do_not_disrupt = true;
-        let p = run(&rules, 1, &live, 0);
+        let p = run(&grace, 1, &live, 0);
         assert_eq!(names(&p.replacing), ["kept"]);
+        // Drifted is not forceful: do-not-disrupt holds a drifted node that has not expired.
+        let nodes = [made("kept", 30, "old")];
+        let mut live = observed(&nodes);
+        live[0].do_not_disrupt = true;
+        let p = run(&grace, 1, &live, 0);
+        assert!(p.replacing.is_empty(), "{:?}", names(&p.replacing));
         // Unhealthy is not voluntary: do-not-disrupt does not hold a repair.
         let rules = default_rules();
         let nodes = [

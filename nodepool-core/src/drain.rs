@@ -3,9 +3,12 @@
 //! what a blocked drain reports, and when it tries again.
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResourceList;
 use kube_core::{ResourceExt, Status};
+use shared_crd::DO_NOT_DISRUPT_ANNOTATION;
+
+use crate::nodes::is_ready;
 
 /// The cause the API server gives when a PodDisruptionBudget refuses an eviction.
 const DISRUPTION_BUDGET_CAUSE: &str = "DisruptionBudget";
@@ -29,6 +32,34 @@ pub fn stays_on_drain(pod: &Pod) -> bool {
             .iter()
             .any(|r| r.kind == "DaemonSet" && r.controller == Some(true))
 }
+
+/// A pod that keeps its node out of voluntary disruptions: `nodepool.dev/do-not-disrupt:
+/// "true"`, and not finished (Succeeded or Failed).
+pub fn holds_its_node(pod: &Pod) -> bool {
+    let finished = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|p| p == "Succeeded" || p == "Failed");
+    !finished
+        && pod
+            .annotations()
+            .get(DO_NOT_DISRUPT_ANNOTATION)
+            .is_some_and(|v| v == "true")
+}
+
+/// Whether the drain of `node` waits for `pod` instead of evicting it: a pod that holds
+/// its node, as Karpenter's termination controller keeps `do-not-disrupt` pods, until it
+/// ends or the pool's `terminationGracePeriodSeconds` forces it. On a node that is not
+/// Ready (a repair, or a node that went down while it drained) it is evicted: it cannot
+/// be running there as far as the control plane knows.
+pub fn waits_for(pod: &Pod, node: &Node) -> bool {
+    holds_its_node(pod) && is_ready(node)
+}
+
+/// How a pod a drain waits for is listed with the refused evictions.
+pub const WAITING_FOR: &str = "nodepool.dev/do-not-disrupt: kept until it ends \
+                               (or the pool's terminationGracePeriodSeconds)";
 
 /// `group/version` of the `pods/eviction` subresource in the core `v1` resource list.
 pub fn eviction_version(core: &APIResourceList) -> Option<String> {
@@ -201,6 +232,38 @@ mod tests {
             Duration::from_millis(100),
             "due now: at once, but not in a busy loop"
         );
+    }
+
+    fn with(annotation: Option<&str>, phase: Option<&str>) -> Pod {
+        let mut pod = Pod::default();
+        pod.metadata.annotations =
+            annotation.map(|v| [(DO_NOT_DISRUPT_ANNOTATION.to_owned(), v.to_owned())].into());
+        pod.status = phase.map(|p| k8s_openapi::api::core::v1::PodStatus {
+            phase: Some(p.into()),
+            ..Default::default()
+        });
+        pod
+    }
+
+    fn node(ready: &str) -> Node {
+        serde_json::from_value(serde_json::json!({
+            "status": {"conditions": [{"type": "Ready", "status": ready}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_drain_waits_for_a_running_do_not_disrupt_pod_on_a_ready_node_only() {
+        let (ready, down) = (node("True"), node("Unknown"));
+        assert!(waits_for(&with(Some("true"), Some("Running")), &ready));
+        assert!(waits_for(&with(Some("true"), None), &ready), "pending too");
+        assert!(
+            !waits_for(&with(Some("true"), Some("Running")), &down),
+            "a node that is down is drained whatever runs there"
+        );
+        assert!(!waits_for(&with(Some("true"), Some("Succeeded")), &ready));
+        assert!(!waits_for(&with(Some("false"), Some("Running")), &ready));
+        assert!(!waits_for(&with(None, Some("Running")), &ready));
     }
 
     #[test]

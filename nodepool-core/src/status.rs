@@ -48,11 +48,13 @@ pub struct PoolStatus {
 }
 
 /// What the disruption plan says for the status: the size the pool is driven to now
-/// (`replicas` plus the replacements under way) and the `Disrupting` condition.
+/// (`replicas` plus the replacements under way), the `Disrupting` condition, and the hash
+/// of the current template (computed once per reconcile, for the plan and `updatedReplicas`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Disrupting {
     pub desired: i32,
     pub condition: (ConditionStatus, &'static str, String),
+    pub template_hash: String,
 }
 
 impl Disrupting {
@@ -67,6 +69,7 @@ impl Disrupting {
         Self {
             desired: pool.spec.replicas.max(0),
             condition,
+            template_hash: template_hash(&pool.spec.template),
         }
     }
 }
@@ -90,10 +93,9 @@ pub fn desired_status(
     let desired = disrupting.desired;
     let current = nodes.len() as i32;
     let ready = nodes.iter().filter(|n| is_ready(n)).count() as i32;
-    let hash = template_hash(&pool.spec.template);
     let updated = nodes
         .iter()
-        .filter(|n| hash_of(n) == Some(hash.as_str()))
+        .filter(|n| hash_of(n) == Some(disrupting.template_hash.as_str()))
         .count() as i32;
     let generation = pool.metadata.generation;
 

@@ -731,3 +731,84 @@ async fn a_deployments_pods_are_scheduled_onto_the_pool_and_run() {
     .await;
     pools.delete(&name, &DeleteParams::default()).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_drain_waits_for_a_do_not_disrupt_pod_and_evicts_the_rest() {
+    let (client, pools, nodes) = setup().await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "default");
+    let name = unique_name("dnd-drain");
+    pools
+        .create(&PostParams::default(), &fixtures::nodepool(&name, 1))
+        .await
+        .unwrap();
+    let node = converged(&pools, &nodes, &name, 1).await[0].name_any();
+    let (kept, other) = (unique_name("kept"), unique_name("other"));
+    let mut protected = pod_on(&node, &kept);
+    protected.metadata.annotations = Some(
+        [(
+            shared_crd::DO_NOT_DISRUPT_ANNOTATION.to_owned(),
+            "true".to_owned(),
+        )]
+        .into(),
+    );
+    pods.create(&PostParams::default(), &protected)
+        .await
+        .unwrap();
+    pods.create(&PostParams::default(), &pod_on(&node, &other))
+        .await
+        .unwrap();
+    running(&pods, &kept).await;
+    running(&pods, &other).await;
+
+    // Deleted by hand, past the plan (which would not pick it): the drain evicts the
+    // other pod, waits for the protected one, and past the drain timeout (5 s here) the
+    // Node says why it stays.
+    nodes.delete(&node, &DeleteParams::default()).await.unwrap();
+    eventually("the other pod evicted", CONVERGE, || async {
+        match pods.get_opt(&other).await.unwrap() {
+            None => Ok(()),
+            Some(_) => Err("still there".to_owned()),
+        }
+    })
+    .await;
+    let condition = eventually("the DrainBlocked condition", CONVERGE, || async {
+        node_condition(&nodes, &node, "DrainBlocked")
+            .await
+            .ok_or_else(|| "none yet".to_owned())
+    })
+    .await;
+    assert_eq!(condition.reason.as_deref(), Some("DoNotDisrupt"));
+    let message = condition.message.unwrap_or_default();
+    assert!(
+        message.contains(&kept) && message.contains("do-not-disrupt"),
+        "{message}"
+    );
+    let waiting = pods.get(&kept).await.unwrap();
+    assert!(
+        waiting.metadata.deletion_timestamp.is_none(),
+        "the do-not-disrupt pod was evicted: {waiting:?}"
+    );
+    assert!(nodes.get_opt(&node).await.unwrap().is_some(), "node gone");
+
+    // The pool is not short meanwhile: a replacement is Ready beside the draining node.
+    eventually("a replacement", CONVERGE, || async {
+        let ready = nodes_of(&nodes, &name)
+            .await
+            .iter()
+            .filter(|n| n.name_any() != node && is_ready(n))
+            .count();
+        (ready == 1).then_some(()).ok_or(format!("{ready} ready"))
+    })
+    .await;
+
+    // The pod ends; the node goes.
+    pods.delete(&kept, &DeleteParams::default()).await.unwrap();
+    eventually("the drained node gone", CONVERGE, || async {
+        match nodes.get_opt(&node).await.unwrap() {
+            None => Ok(()),
+            Some(_) => Err("still there".to_owned()),
+        }
+    })
+    .await;
+    pools.delete(&name, &DeleteParams::default()).await.unwrap();
+}

@@ -58,12 +58,8 @@ async fn after_convergence_forced_reconciles_write_nothing() {
 
     // Force reconciles three ways: resyncs (every second), an unrelated edit of each
     // pool, and a heartbeat written into each node's status by someone else.
+    touch(&pools, &names, "test").await;
     for name in &names {
-        let annotate = json!({"metadata": {"annotations": {"touched-by": "test"}}});
-        pools
-            .patch(name, &PatchParams::default(), &Patch::Merge(&annotate))
-            .await
-            .unwrap();
         for node in nodes_of(&nodes, name).await {
             let mut ready = nodepool_core::nodes::ready_condition(&node)
                 .unwrap()
@@ -139,13 +135,7 @@ async fn after_convergence_forced_reconciles_write_nothing() {
     }
     let writes_before = written(&running.writes);
     let reconciles_before = running.reconciles.count("nodepool", "ok");
-    for name in &names {
-        let annotate = json!({"metadata": {"annotations": {"touched-by": "test-again"}}});
-        pools
-            .patch(name, &PatchParams::default(), &Patch::Merge(&annotate))
-            .await
-            .unwrap();
-    }
+    touch(&pools, &names, "test-again").await;
     reconciled_three_times(running, reconciles_before).await;
     assert_eq!(
         written(&running.writes),
@@ -162,5 +152,16 @@ async fn after_convergence_forced_reconciles_write_nothing() {
             before,
             "a node was created, deleted or written after the rollout"
         );
+    }
+}
+
+/// An edit of each pool that changes nothing it acts on (an annotation set to `value`).
+async fn touch(pools: &Api<NodePool>, names: &[String], value: &str) {
+    let annotate = json!({"metadata": {"annotations": {"touched-by": value}}});
+    for name in names {
+        pools
+            .patch(name, &PatchParams::default(), &Patch::Merge(&annotate))
+            .await
+            .unwrap();
     }
 }

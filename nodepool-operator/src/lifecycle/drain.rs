@@ -1,5 +1,6 @@
 //! A deleted node's drain: cordon, evict what is left (PodDisruptionBudgets honoured),
-//! report a drain the budgets block past the timeout, delete what is left after the pool's
+//! wait for the pods that carry `do-not-disrupt` while the node is Ready, report a drain
+//! the budgets (or those pods) block past the timeout, delete what is left after the pool's
 //! `terminationGracePeriodSeconds`, then let the node go. The rules are
 //! `nodepool_core::drain`'s.
 use std::sync::Arc;
@@ -12,7 +13,9 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use nodepool_core::drain::{EVICTION_RETRY, blocked_message, next_try, stays_on_drain};
+use nodepool_core::drain::{
+    EVICTION_RETRY, WAITING_FOR, blocked_message, next_try, stays_on_drain, waits_for,
+};
 use nodepool_core::nodes::{pool_of, pool_owner};
 use operator_kit::NotFoundIsDone;
 use operator_kit::events::EventType;
@@ -90,9 +93,10 @@ async fn cordon(node: &Node, ctx: &Context) -> Result<bool, Error> {
     Ok(cordoned.is_some())
 }
 
-/// Evicts what is left. Evicted pods come back as pod events (their deletion, then their
-/// end); refused ones are tried again every [`EVICTION_RETRY`], and past the drain timeout
-/// the Node says which budgets block it.
+/// Evicts what is left but the pods the drain waits for (`do-not-disrupt`, on a Ready
+/// node). Evicted pods come back as pod events (their deletion, then their end); refused
+/// ones are tried again every [`EVICTION_RETRY`], and past the drain timeout the Node says
+/// which budgets, or which waited-for pods, block it.
 async fn evict(
     ctx: &Context,
     node: &Node,
@@ -101,8 +105,14 @@ async fn evict(
     force_after: Option<Duration>,
 ) -> Result<Action, Error> {
     let mut blocked = Vec::new();
+    let mut waited = 0;
     for pod in remaining {
         let key = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
+        if waits_for(pod, node) {
+            blocked.push(format!("{key}: {WAITING_FOR}"));
+            waited += 1;
+            continue;
+        }
         let eviction = ctx
             .evictor
             .evict(pod)
@@ -117,7 +127,14 @@ async fn evict(
     }
     tracing::info!(node = %node.name_any(), remaining = remaining.len(), blocked = blocked.len(), "draining");
     if !blocked.is_empty() && elapsed >= ctx.drain_timeout {
-        report_blocked(ctx, node, &blocked).await?;
+        // DisruptionBudget while a budget refuses any eviction, DoNotDisrupt when only
+        // waited-for pods are left.
+        let why = if waited == blocked.len() {
+            reason::DO_NOT_DISRUPT
+        } else {
+            reason::DISRUPTION_BUDGET
+        };
+        report_blocked(ctx, node, &blocked, why).await?;
     }
     Ok(Action::requeue(next_try(
         elapsed,
@@ -126,9 +143,14 @@ async fn evict(
     )))
 }
 
-/// Puts (or updates) the Node's `DrainBlocked` condition and, when it changed, a Warning
-/// event; nothing when the Node already says the same.
-async fn report_blocked(ctx: &Context, node: &Node, blocked: &[String]) -> Result<(), Error> {
+/// Puts (or updates) the Node's `DrainBlocked` condition (reason `why`) and, when it
+/// changed, a Warning event; nothing when the Node already says the same.
+async fn report_blocked(
+    ctx: &Context,
+    node: &Node,
+    blocked: &[String],
+    why: &str,
+) -> Result<(), Error> {
     let name = node.name_any();
     let message = blocked_message(blocked, ctx.drain_timeout);
     let current = node
@@ -138,7 +160,7 @@ async fn report_blocked(ctx: &Context, node: &Node, blocked: &[String]) -> Resul
         .and_then(|c| c.iter().find(|c| c.type_ == DRAIN_BLOCKED));
     if current.is_some_and(|c| {
         c.status == "True"
-            && c.reason.as_deref() == Some(reason::DISRUPTION_BUDGET)
+            && c.reason.as_deref() == Some(why)
             && c.message.as_deref() == Some(message.as_str())
     }) {
         return Ok(());
@@ -147,7 +169,7 @@ async fn report_blocked(ctx: &Context, node: &Node, blocked: &[String]) -> Resul
     let condition = NodeCondition {
         type_: DRAIN_BLOCKED.into(),
         status: "True".into(),
-        reason: Some(reason::DISRUPTION_BUDGET.into()),
+        reason: Some(why.into()),
         message: Some(message.clone()),
         last_heartbeat_time: Some(now.clone()),
         last_transition_time: Some(

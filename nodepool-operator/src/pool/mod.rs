@@ -18,6 +18,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 use nodepool_core::disruption::{self, Observed};
+use nodepool_core::drain::holds_its_node;
 use nodepool_core::nodes::{is_ready, pool_of};
 use nodepool_core::quota::Reservations;
 use nodepool_core::status::{Blocker, Disrupting};
@@ -206,22 +207,8 @@ fn pod_state(pod: &Pod) -> u64 {
     ))
 }
 
-/// A pod that keeps its node out of voluntary disruptions: `do-not-disrupt: "true"`, and
-/// running (not finished).
-fn holds_its_node(pod: &Pod) -> bool {
-    let finished = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .is_some_and(|p| p == "Succeeded" || p == "Failed");
-    !finished
-        && pod
-            .annotations()
-            .get(DO_NOT_DISRUPT_ANNOTATION)
-            .is_some_and(|v| v == "true")
-}
-
-/// Whether the node's drain is blocked by PodDisruptionBudgets (its `DrainBlocked`).
+/// Whether the node's drain is blocked, by PodDisruptionBudgets or pods it waits for (its
+/// `DrainBlocked`).
 fn drain_blocked(node: &Node) -> bool {
     node.status
         .as_ref()
@@ -313,6 +300,7 @@ async fn reconcile_pool(pool: &NodePool, ctx: &Context) -> Result<Action, Error>
     let disrupting = Disrupting {
         desired: plan.desired as i32,
         condition: disruption::condition(&plan, terminating.len(), &blocked),
+        template_hash: hash.clone(),
     };
     report::status(pool, ctx, &live, &acted, &disrupting).await?;
     report::scaled(pool, ctx, &live, &plan, &acted).await;
