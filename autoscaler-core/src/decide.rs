@@ -195,37 +195,44 @@ fn stabilize(input: &Inputs, decision: &mut Decision) {
 fn limit_rate(input: &Inputs, decision: &mut Decision) {
     let behavior = &input.spec.behavior;
     let (current, now, changes) = (input.current, input.wall_now, input.changes);
-    if decision.desired > current {
-        let rules = policy::resolve(&behavior.scale_up, Direction::Up);
-        let limit = policy::scale_up_limit(current, changes, &rules, now).max(current);
-        if decision.desired > limit {
-            decision.desired = limit;
-            decision.explanation += &format!("; scale-up limited to {limit} by its policies");
-            decision.limited = Some((
-                reason::SCALE_UP_LIMIT,
-                format!(
-                    "the size is increasing faster than the scale-up policies allow: {limit} \
-                     for now"
-                ),
-            ));
-            decision.recheck_in_seconds = policy::next_expiry(changes, &rules, now).or(Some(1));
+    let (direction, spec, reason, word, moving) = match decision.desired.cmp(&current) {
+        std::cmp::Ordering::Greater => (
+            Direction::Up,
+            &behavior.scale_up,
+            reason::SCALE_UP_LIMIT,
+            "scale-up",
+            "increasing",
+        ),
+        std::cmp::Ordering::Less => (
+            Direction::Down,
+            &behavior.scale_down,
+            reason::SCALE_DOWN_LIMIT,
+            "scale-down",
+            "decreasing",
+        ),
+        std::cmp::Ordering::Equal => return,
+    };
+    let rules = policy::resolve(spec, direction);
+    let (limit, beyond) = match direction {
+        Direction::Up => {
+            let limit = policy::scale_up_limit(current, changes, &rules, now).max(current);
+            (limit, decision.desired > limit)
         }
-    } else if decision.desired < current {
-        let rules = policy::resolve(&behavior.scale_down, Direction::Down);
-        let limit = policy::scale_down_limit(current, changes, &rules, now).min(current);
-        if decision.desired < limit {
-            decision.desired = limit;
-            decision.explanation += &format!("; scale-down limited to {limit} by its policies");
-            decision.limited = Some((
-                reason::SCALE_DOWN_LIMIT,
-                format!(
-                    "the size is decreasing faster than the scale-down policies allow: {limit} \
-                     for now"
-                ),
-            ));
-            decision.recheck_in_seconds = policy::next_expiry(changes, &rules, now).or(Some(1));
+        Direction::Down => {
+            let limit = policy::scale_down_limit(current, changes, &rules, now).min(current);
+            (limit, decision.desired < limit)
         }
+    };
+    if !beyond {
+        return;
     }
+    decision.desired = limit;
+    decision.explanation += &format!("; {word} limited to {limit} by its policies");
+    decision.limited = Some((
+        reason,
+        format!("the size is {moving} faster than the {word} policies allow: {limit} for now"),
+    ));
+    decision.recheck_in_seconds = policy::next_expiry(changes, &rules, now).or(Some(1));
 }
 
 /// Holds the current request when the pool is at its quota (no more), or paused.

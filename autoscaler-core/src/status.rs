@@ -135,6 +135,23 @@ pub fn records(a: &Autoscaler, also: &[ScaleEvent], from: i32, to: i32) -> bool 
         .is_some_and(|e| e.from == from && e.to == to)
 }
 
+/// The time a change made at `now` is recorded at: the next whole second.
+///
+/// `scaleEvents` times are `metav1.Time`, whole seconds on the wire, and the policies
+/// read the clock in whole seconds. Truncated, a change made at 10.9 s would read back
+/// as 10 s and leave a 1 s period at 11.0 s, 0.1 s after it was made (the timeline showed
+/// two 1-node steps 72 ms apart). Rounded up, the recorded time is never before the
+/// change, so a period is never shorter than its `periodSeconds`.
+pub fn recorded_at(now: k8s_openapi::jiff::Timestamp) -> Time {
+    let whole = now.as_second();
+    let up = if now.subsec_nanosecond() > 0 {
+        whole + 1
+    } else {
+        whole
+    };
+    Time(k8s_openapi::jiff::Timestamp::from_second(up).unwrap_or(now))
+}
+
 /// The changes to record for `from` -> `to` at `at`: those still within `keep` seconds
 /// (the longest policy period), then this one. A last change that starts from `from` too
 /// never took effect (the pool is still there: its write failed, and this decision
@@ -448,6 +465,39 @@ mod tests {
         assert!(newly_blocked(&a, &why));
         a.status = Some(serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap());
         assert!(!newly_blocked(&a, &why));
+    }
+
+    #[test]
+    fn a_change_holds_its_whole_period_on_a_clock_of_whole_seconds() {
+        use crate::policy::{Direction, resolve, scale_down_limit};
+        let rules = resolve(
+            &shared_crd::ScalingRules::default().with_policy(shared_crd::PolicyType::Nodes, 1, 1),
+            Direction::Down,
+        );
+        let at = |ms| k8s_openapi::jiff::Timestamp::from_millisecond(ms).unwrap();
+        // 3 -> 2 made at 10.9 s, written to the status and read back (as after a restart).
+        let made = ScaleEvent {
+            time: recorded_at(at(10_900)),
+            from: 3,
+            to: 2,
+        };
+        let read_back: ScaleEvent =
+            serde_json::from_value(serde_json::to_value(&made).unwrap()).unwrap();
+        let mut a = autoscaler();
+        a.status = Some(shared_crd::AutoscalerStatus {
+            scale_events: vec![read_back],
+            ..Default::default()
+        });
+        let changes = changes(&a, &[]);
+        let limit = |ms| scale_down_limit(2, &changes, &rules, at(ms).as_second());
+        assert_eq!(limit(11_200), 2, "0.3 s after the change: no second step");
+        assert_eq!(
+            limit(11_999),
+            2,
+            "1.099 s after: still held, a period may run a second long"
+        );
+        assert_eq!(limit(12_000), 1, "1.1 s after: over");
+        assert_eq!(recorded_at(at(12_000)), Time(at(12_000)), "whole already");
     }
 
     #[test]

@@ -134,7 +134,7 @@ async fn reconcile_autoscaler(a: &Autoscaler, ctx: &Context) -> Result<Action, E
                 &ctx.remembered(uid),
                 current,
                 decision.desired,
-                shared_crd::time::now(),
+                status::recorded_at(k8s_openapi::jiff::Timestamp::now()),
                 keep,
             );
             report::decided(a, ctx, &decision, unfit, Some(events.clone())).await?;
