@@ -73,9 +73,9 @@ samples: cluster-up ## Apply the sample NodePool and Autoscaler to the `make clu
 	$(KUBECTL) get nodepools,autoscalers
 
 .PHONY: timeline
-timeline: assets ## The two-operator timeline with lazy, retry and apply, measured (results/)
+timeline: assets ## The two-operator timeline with lazy, retry and apply, measured (results/; TIMELINE_ARGS=--rollout adds a rollout)
 	$(CARGO) build -q -p nodepool-operator -p autoscaler-operator -p tools --bins
-	$(CARGO) run -q -p tools --bin timeline -- --bin-dir target/debug --results results
+	$(CARGO) run -q -p tools --bin timeline -- --bin-dir target/debug --results results $(TIMELINE_ARGS)
 
 .PHONY: bench
 bench: assets ## The timeline 3 times per strategy: medians of conflicts, requests, convergence
@@ -86,6 +86,10 @@ bench: assets ## The timeline 3 times per strategy: medians of conflicts, reques
 bench-scale: assets ## 1,000 pools, both operators, every strategy: requests vs minimum, idle writes, CPU, RSS (results/)
 	$(CARGO) build -q --release -p nodepool-operator -p autoscaler-operator -p tools --bins
 	target/release/scale-bench --bin-dir target/release --results results $(BENCH_SCALE_ARGS)
+
+.PHONY: bench-decision
+bench-decision: ## One autoscaler decision (demand and packing) from 1,000 to 100,000 pods, no API server
+	$(CARGO) bench -q -p autoscaler-core --bench decision
 
 .PHONY: images
 images: ## Build one image per operator: FROM scratch, static binary (needs a Docker engine; IMAGE_BINARY=compile|prebuilt|auto)
