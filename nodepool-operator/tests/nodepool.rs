@@ -399,6 +399,32 @@ async fn nodepool_ready_lands_beside_the_autoscalers_own_conditions() {
     wait_for("NotFound").await;
 }
 
+/// A new pool of one node, once that node is Ready: (pool, node).
+async fn one_node_pool(pools: &Api<NodePool>, nodes: &Api<Node>, prefix: &str) -> (String, String) {
+    let name = unique_name(prefix);
+    pools
+        .create(&PostParams::default(), &fixtures::nodepool(&name, 1))
+        .await
+        .unwrap();
+    let node = converged(pools, nodes, &name, 1).await[0].name_any();
+    (name, node)
+}
+
+/// Waits until `get` finds nothing.
+async fn gone<T, F, Fut>(what: &str, get: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = kube::Result<Option<T>>>,
+{
+    eventually(&format!("{what} gone"), CONVERGE, || async {
+        match get().await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(_) => Err("still there".to_owned()),
+        }
+    })
+    .await
+}
+
 /// A pod bound to a pool node, tolerating the virtual taint, in namespace `default`,
 /// labelled `app=<name>`.
 fn pod_on(node: &str, name: &str) -> k8s_openapi::api::core::v1::Pod {
@@ -448,12 +474,7 @@ async fn scale_down_evicts_the_pods_of_the_removed_node() {
 async fn a_deleted_pod_on_a_virtual_node_does_not_stay_terminating() {
     let (client, pools, nodes) = setup().await;
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client, "default");
-    let name = unique_name("finish");
-    pools
-        .create(&PostParams::default(), &fixtures::nodepool(&name, 1))
-        .await
-        .unwrap();
-    let node = converged(&pools, &nodes, &name, 1).await[0].name_any();
+    let (name, node) = one_node_pool(&pools, &nodes, "finish").await;
     let pod = unique_name("app");
     pods.create(&PostParams::default(), &pod_on(&node, &pod))
         .await
@@ -491,12 +512,7 @@ async fn running(
 async fn a_pod_bound_to_a_virtual_node_runs_with_a_kubelets_status() {
     let (client, pools, nodes) = setup().await;
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client, "default");
-    let name = unique_name("run");
-    pools
-        .create(&PostParams::default(), &fixtures::nodepool(&name, 1))
-        .await
-        .unwrap();
-    let node = converged(&pools, &nodes, &name, 1).await[0].name_any();
+    let (name, node) = one_node_pool(&pools, &nodes, "run").await;
     let first = unique_name("app");
     pods.create(&PostParams::default(), &pod_on(&node, &first))
         .await
@@ -563,12 +579,7 @@ async fn node_condition(
 async fn a_drain_that_a_budget_blocks_waits_says_which_and_goes_on_when_it_allows() {
     let (client, pools, nodes) = setup().await;
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "default");
-    let name = unique_name("pdb");
-    pools
-        .create(&PostParams::default(), &fixtures::nodepool(&name, 1))
-        .await
-        .unwrap();
-    let node = converged(&pools, &nodes, &name, 1).await[0].name_any();
+    let (name, node) = one_node_pool(&pools, &nodes, "pdb").await;
     let pod = unique_name("guarded");
     pods.create(&PostParams::default(), &pod_on(&node, &pod))
         .await
@@ -736,12 +747,7 @@ async fn a_deployments_pods_are_scheduled_onto_the_pool_and_run() {
 async fn a_drain_waits_for_a_do_not_disrupt_pod_and_evicts_the_rest() {
     let (client, pools, nodes) = setup().await;
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "default");
-    let name = unique_name("dnd-drain");
-    pools
-        .create(&PostParams::default(), &fixtures::nodepool(&name, 1))
-        .await
-        .unwrap();
-    let node = converged(&pools, &nodes, &name, 1).await[0].name_any();
+    let (name, node) = one_node_pool(&pools, &nodes, "dnd-drain").await;
     let (kept, other) = (unique_name("kept"), unique_name("other"));
     let mut protected = pod_on(&node, &kept);
     protected.metadata.annotations = Some(
@@ -764,13 +770,7 @@ async fn a_drain_waits_for_a_do_not_disrupt_pod_and_evicts_the_rest() {
     // other pod, waits for the protected one, and past the drain timeout (5 s here) the
     // Node says why it stays.
     nodes.delete(&node, &DeleteParams::default()).await.unwrap();
-    eventually("the other pod evicted", CONVERGE, || async {
-        match pods.get_opt(&other).await.unwrap() {
-            None => Ok(()),
-            Some(_) => Err("still there".to_owned()),
-        }
-    })
-    .await;
+    gone("the other pod", || pods.get_opt(&other)).await;
     let condition = eventually("the DrainBlocked condition", CONVERGE, || async {
         node_condition(&nodes, &node, "DrainBlocked")
             .await
@@ -803,12 +803,6 @@ async fn a_drain_waits_for_a_do_not_disrupt_pod_and_evicts_the_rest() {
 
     // The pod ends; the node goes.
     pods.delete(&kept, &DeleteParams::default()).await.unwrap();
-    eventually("the drained node gone", CONVERGE, || async {
-        match nodes.get_opt(&node).await.unwrap() {
-            None => Ok(()),
-            Some(_) => Err("still there".to_owned()),
-        }
-    })
-    .await;
+    gone("the drained node", || nodes.get_opt(&node)).await;
     pools.delete(&name, &DeleteParams::default()).await.unwrap();
 }
