@@ -652,6 +652,16 @@ mod tests {
         assert_eq!(nodes_to_hold(&nodes, &[cpu(0.1), cpu(0.1)], small).nodes, 3);
     }
 
+    /// Numbers below `n`, the same from the same seed (a linear congruential generator).
+    fn numbers(mut seed: u64) -> impl FnMut(u64) -> u64 {
+        move |n| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        }
+    }
+
     #[test]
     fn the_room_tree_places_every_item_where_a_scan_would() {
         // A scan of every room, in order: the first fit the tree must match.
@@ -669,13 +679,7 @@ mod tests {
             rooms
         }
         let capacity = NODE;
-        let mut seed = 7u64;
-        let mut next = |n: u64| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) % n
-        };
+        let mut next = numbers(7);
         for _ in 0..50 {
             let rooms: Vec<Demand> = (0..next(20))
                 .map(|_| {
@@ -712,13 +716,7 @@ mod tests {
 
     #[test]
     fn the_search_for_nodes_that_can_go_matches_a_scan_of_every_count() {
-        let mut seed = 11u64;
-        let mut next = |n: u64| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) % n
-        };
+        let mut next = numbers(11);
         for round in 0..200 {
             let nodes: Vec<NodeLoad> = (0..1 + next(12))
                 .map(|i| {
