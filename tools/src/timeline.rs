@@ -19,7 +19,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde::Serialize;
 use serde_json::{Value, json};
 use shared_crd::condition::find;
-use shared_crd::{Autoscaler, NodePool, ScalingRules};
+use shared_crd::{Autoscaler, NodePool, NodePoolStatus, ScalingRules};
 
 use test_support::{ControlPlane, fixtures, http_get, unique_name};
 
@@ -354,41 +354,48 @@ fn demand(pool: &str, replicas: usize) -> Deployment {
 
 /// Waits until the pool asks for and has `n` Ready nodes.
 async fn wait_pool(pools: &Api<NodePool>, name: &str, n: i32, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let p = pools.get(name).await?;
-        let s = p.status.clone().unwrap_or_default();
-        if p.spec.replicas == n && s.replicas == n && s.ready_replicas == n {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "pool {name} not at {n} nodes after {timeout:?}: spec {}, status {s:?}",
-                p.spec.replicas
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let what = format!("at {n} nodes");
+    wait_until(pools, name, timeout, &what, |p, s| {
+        p.spec.replicas == n && s.replicas == n && s.ready_replicas == n
+    })
+    .await
 }
 
 /// Waits until every one of the pool's `n` nodes is Ready and on its current template.
 async fn wait_rollout(pools: &Api<NodePool>, name: &str, n: i32, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let p = pools.get(name).await?;
-        let s = p.status.clone().unwrap_or_default();
-        if s.observed_generation == p.metadata.generation
+    wait_until(pools, name, timeout, "rolled out", |p, s| {
+        s.observed_generation == p.metadata.generation
             && (
                 p.spec.replicas,
                 s.replicas,
                 s.ready_replicas,
                 s.updated_replicas,
             ) == (n, n, n, n)
-        {
+    })
+    .await
+}
+
+/// Reads the pool every 100 ms until `done` holds, or fails after `timeout`, saying it is
+/// not `what`.
+async fn wait_until(
+    pools: &Api<NodePool>,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&NodePool, &NodePoolStatus) -> bool,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let p = pools.get(name).await?;
+        let s = p.status.clone().unwrap_or_default();
+        if done(&p, &s) {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("pool {name} not rolled out after {timeout:?}: status {s:?}");
+            bail!(
+                "pool {name} not {what} after {timeout:?}: spec {}, status {s:?}",
+                p.spec.replicas
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
