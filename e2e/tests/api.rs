@@ -127,7 +127,7 @@ async fn scale_subresource_reads_and_writes_replicas() {
 async fn a_huge_replicas_is_rejected_with_a_clear_message() {
     let client = shared().client().await.unwrap();
     let pools: Api<NodePool> = Api::all(client);
-    for replicas in [1001, i32::MAX] {
+    for replicas in [shared_crd::MAX_REPLICAS + 1, i32::MAX] {
         let err = pools
             .create(
                 &PostParams::default(),
@@ -141,7 +141,7 @@ async fn a_huge_replicas_is_rejected_with_a_clear_message() {
         assert!(status.is_invalid(), "{status:?}");
         assert!(
             status.message.contains("spec.replicas")
-                && status.message.contains("less than or equal to 1000"),
+                && status.message.contains("less than or equal to 5000"),
             "{}",
             status.message
         );

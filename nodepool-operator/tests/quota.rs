@@ -128,7 +128,7 @@ async fn a_pool_at_quota_says_so_and_clears_within_it(client: &kube::Client) {
     let name = unique_name("quota");
     let scaler = unique_name("as");
     // The most the schema allows: the quota, not the request, bounds what is made.
-    let want = 1000;
+    let want = shared_crd::MAX_REPLICAS;
     autoscalers
         .create(
             &PostParams::default(),

@@ -46,10 +46,10 @@ pub struct AutoscalerSpec {
     /// The NodePool to size.
     pub node_pool_ref: NodePoolRef,
     /// Fewest nodes the pool may have.
-    #[schemars(range(min = 0, max = 1000))]
+    #[schemars(range(min = 0, max = crate::MAX_REPLICAS))]
     pub min_replicas: i32,
     /// Most nodes the pool may have.
-    #[schemars(range(min = 1, max = 1000))]
+    #[schemars(range(min = 1, max = crate::MAX_REPLICAS))]
     pub max_replicas: i32,
     /// Percent of a node's capacity the pods should use.
     #[serde(default = "default_target_utilization")]

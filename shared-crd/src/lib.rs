@@ -49,6 +49,9 @@ pub const DO_NOT_DISRUPT_ANNOTATION: &str = "nodepool.dev/do-not-disrupt";
 pub const FAULT_ANNOTATION: &str = "nodepool.dev/fault";
 /// The one value of [`FAULT_ANNOTATION`].
 pub const FAULT_NOT_READY: &str = "NotReady";
+/// The most nodes one NodePool may ask for, and an Autoscaler give it: the Kubernetes
+/// scalability envelope (5,000 nodes per cluster).
+pub const MAX_REPLICAS: i32 = 5000;
 /// Namespace of the node heartbeat Leases (what the kubelet and kwok use).
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 

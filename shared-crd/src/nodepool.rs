@@ -46,7 +46,7 @@ use crate::condition::{self, Condition};
 #[serde(rename_all = "camelCase")]
 pub struct NodePoolSpec {
     /// Desired number of nodes.
-    #[schemars(range(min = 0, max = 1000))]
+    #[schemars(range(min = 0, max = crate::MAX_REPLICAS))]
     pub replicas: i32,
     /// What every node of the pool looks like. A node made from an earlier template is
     /// Drifted, and is replaced within the disruption budgets.
