@@ -87,6 +87,11 @@ bench-scale: assets ## 1,000 pools, both operators, every strategy: requests vs 
 	$(CARGO) build -q --release -p nodepool-operator -p autoscaler-operator -p tools --bins
 	target/release/scale-bench --bin-dir target/release --results results $(BENCH_SCALE_ARGS)
 
+.PHONY: bench-envelope
+bench-envelope: assets ## N pods onto one pool: onto nodes that exist (the limit run) vs autoscaled from 1 node (results/; BENCH_ENVELOPE_ARGS)
+	$(CARGO) build -q --release -p nodepool-operator -p autoscaler-operator -p tools --bins
+	target/release/envelope-bench --bin-dir target/release --results results $(BENCH_ENVELOPE_ARGS)
+
 .PHONY: bench-decision
 bench-decision: ## One autoscaler decision (demand and packing) from 1,000 to 100,000 pods, no API server
 	$(CARGO) bench -q -p autoscaler-core --bench decision

@@ -119,11 +119,26 @@ pub async fn run(scenario: Scenario, strategy: &str, opts: &Options) -> Result<R
             .for_each(|_| async {}),
     ));
 
-    let mut operators =
-        vec![Process::start("nodepool-operator", strategy, &cp, opts, scenario.name()).await?];
+    let mut operators = vec![
+        Process::start(
+            "nodepool-operator",
+            strategy,
+            &cp,
+            (&opts.bin_dir, &opts.log_dir),
+            scenario.name(),
+        )
+        .await?,
+    ];
     if scenario == Scenario::Both {
         operators.push(
-            Process::start("autoscaler-operator", strategy, &cp, opts, scenario.name()).await?,
+            Process::start(
+                "autoscaler-operator",
+                strategy,
+                &cp,
+                (&opts.bin_dir, &opts.log_dir),
+                scenario.name(),
+            )
+            .await?,
         );
     }
     let names: Vec<String> = (0..n).map(|i| format!("pool-{i:04}")).collect();
@@ -272,7 +287,7 @@ pub async fn run(scenario: Scenario, strategy: &str, opts: &Options) -> Result<R
     })
 }
 
-async fn create_all<F, Fut>(names: &[String], parallel: usize, create: F) -> Result<()>
+pub(crate) async fn create_all<F, Fut>(names: &[String], parallel: usize, create: F) -> Result<()>
 where
     F: Fn(String) -> Fut,
     Fut: std::future::Future<Output = kube::Result<()>>,
@@ -333,7 +348,9 @@ async fn wait_converged(
 }
 
 /// `apiserver_request_total` by (verb, resource[/subresource]).
-async fn apiserver_requests(client: &kube::Client) -> Result<BTreeMap<(String, String), u64>> {
+pub(crate) async fn apiserver_requests(
+    client: &kube::Client,
+) -> Result<BTreeMap<(String, String), u64>> {
     let req = http::Request::get("/metrics").body(Vec::new())?;
     let text = client.request_text(req).await?;
     Ok(parse_request_totals(&text))
@@ -396,7 +413,7 @@ pub fn mutating(
     out
 }
 
-fn leases(
+pub(crate) fn leases(
     before: &BTreeMap<(String, String), u64>,
     after: &BTreeMap<(String, String), u64>,
 ) -> u64 {
@@ -408,29 +425,28 @@ fn leases(
 }
 
 /// An operator binary running as its own user, measured through /proc.
-struct Process {
-    name: &'static str,
-    addr: String,
+pub(crate) struct Process {
+    pub(crate) name: &'static str,
+    pub(crate) addr: String,
     child: tokio::process::Child,
-    pid: u32,
+    pub(crate) pid: u32,
     peak_rss_kb: u64,
 }
 
 impl Process {
-    async fn start(
+    pub(crate) async fn start(
         name: &'static str,
         strategy: &str,
         cp: &ControlPlane,
-        opts: &Options,
+        dirs: (&Path, &Path),
         scenario: &str,
     ) -> Result<Self> {
+        let (bin_dir, log_dir) = dirs;
         let addr = format!("127.0.0.1:{}", test_support::control_plane::free_port()?);
-        std::fs::create_dir_all(&opts.log_dir)?;
-        let log = opts
-            .log_dir
-            .join(format!("{scenario}-{strategy}-{name}.log"));
+        std::fs::create_dir_all(&log_dir)?;
+        let log = log_dir.join(format!("{scenario}-{strategy}-{name}.log"));
         let file = std::fs::File::create(&log)?;
-        let mut cmd = tokio::process::Command::new(opts.bin_dir.join(name));
+        let mut cmd = tokio::process::Command::new(bin_dir.join(name));
         cmd.args(["--conflict-strategy", strategy, "--metrics-addr", &addr])
             .args(["--log-format", "json", "--context", name])
             .env("KUBECONFIG", cp.kubeconfig())
@@ -447,7 +463,7 @@ impl Process {
         }
         let child = cmd
             .spawn()
-            .with_context(|| format!("starting {}", opts.bin_dir.join(name).display()))?;
+            .with_context(|| format!("starting {}", bin_dir.join(name).display()))?;
         let pid = child.id().context("no pid")?;
         let mut p = Self {
             name,
@@ -463,7 +479,7 @@ impl Process {
     }
 
     /// CPU seconds and peak RSS so far, then SIGTERM.
-    async fn stop(mut self) -> Result<ProcessCost> {
+    pub(crate) async fn stop(mut self) -> Result<ProcessCost> {
         let cost = ProcessCost {
             cpu_seconds: cpu_seconds(self.pid).unwrap_or(0.0),
             peak_rss_mb: proc_status_kb(self.pid, "VmHWM:").unwrap_or(self.peak_rss_kb) as f64
@@ -484,7 +500,7 @@ impl Process {
 }
 
 /// `<name> <resource> <result>` -> count, from an operator's `*_writes_total` lines.
-fn own_writes(name: &str, text: &str) -> BTreeMap<String, u64> {
+pub(crate) fn own_writes(name: &str, text: &str) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for line in text.lines().filter(|l| l.contains("_writes_total{")) {
         let Some((labels, value)) = line.split_once('{').and_then(|(_, r)| r.rsplit_once("} "))
@@ -505,7 +521,7 @@ fn own_writes(name: &str, text: &str) -> BTreeMap<String, u64> {
     out
 }
 
-fn proc_status_kb(pid: u32, key: &str) -> Option<u64> {
+pub(crate) fn proc_status_kb(pid: u32, key: &str) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix(key))

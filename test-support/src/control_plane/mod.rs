@@ -94,6 +94,15 @@ impl Topology {
     }
 }
 
+/// The client rate limits of kube-scheduler and kube-controller-manager
+/// (`--kube-api-qps`, `--kube-api-burst`). Their defaults, 50/100 and 20/30 in 1.20,
+/// bound how fast the scheduler binds and the ReplicaSet controller creates pods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ClientLimits {
+    pub qps: u32,
+    pub burst: u32,
+}
+
 /// A running control plane, or an existing cluster.
 #[derive(Debug)]
 pub struct ControlPlane {
@@ -116,13 +125,20 @@ impl ControlPlane {
     /// [`ControlPlane::start`] with the given topology.
     pub async fn start_with(topology: Topology) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!("nodepool-cp-{}", unique_suffix()));
-        Self::start_in(&dir, Mode::Supervised, topology).await
+        Self::start_in(&dir, Mode::Supervised, topology, None).await
+    }
+
+    /// A supervised [`Topology::Full`] control plane whose scheduler and
+    /// controller-manager have the given client limits instead of their defaults.
+    pub async fn start_full_with(limits: ClientLimits) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("nodepool-cp-{}", unique_suffix()));
+        Self::start_in(&dir, Mode::Supervised, Topology::Full, Some(limits)).await
     }
 
     /// Starts a control plane in `dir` that keeps running after this process exits
     /// (`make cluster-up`); [`ControlPlane::stop_detached`] stops it.
     pub async fn start_detached(dir: &Path) -> Result<Self> {
-        Self::start_in(dir, Mode::Detached, Topology::from_env()).await
+        Self::start_in(dir, Mode::Detached, Topology::from_env(), None).await
     }
 
     /// Uses an existing cluster (e.g. kind): admin identity only, CRDs installed.
@@ -160,7 +176,12 @@ impl ControlPlane {
         Ok(())
     }
 
-    async fn start_in(dir: &Path, mode: Mode, topology: Topology) -> Result<Self> {
+    async fn start_in(
+        dir: &Path,
+        mode: Mode,
+        topology: Topology,
+        limits: Option<ClientLimits>,
+    ) -> Result<Self> {
         let assets = assets_dir()?;
         let mut last_error = None;
         // Free ports are picked by binding and releasing them; another process can take
@@ -170,7 +191,7 @@ impl ControlPlane {
                 fs::remove_dir_all(dir)?;
             }
             fs::create_dir_all(dir)?;
-            match Self::try_start(dir, &assets, mode, topology).await {
+            match Self::try_start(dir, &assets, mode, topology, limits).await {
                 Ok(cp) => return Ok(cp),
                 Err((e, children)) => {
                     stop_children(children);
@@ -187,9 +208,10 @@ impl ControlPlane {
         assets: &Path,
         mode: Mode,
         topology: Topology,
+        limits: Option<ClientLimits>,
     ) -> std::result::Result<Self, (anyhow::Error, Vec<Child>)> {
         let mut children = Vec::new();
-        match Self::boot(dir, assets, mode, topology, &mut children).await {
+        match Self::boot(dir, assets, mode, topology, limits, &mut children).await {
             Ok(kubeconfig) => Ok(Self {
                 kubeconfig,
                 children: std::sync::Mutex::new(children),
@@ -204,6 +226,7 @@ impl ControlPlane {
         assets: &Path,
         mode: Mode,
         topology: Topology,
+        limits: Option<ClientLimits>,
         children: &mut Vec<Child>,
     ) -> Result<PathBuf> {
         let (etcd_client, etcd_peer, secure) = (free_port()?, free_port()?, free_port()?);
@@ -304,6 +327,10 @@ impl ControlPlane {
                     "--secure-port=0",
                     "--port=0",
                 ]);
+                if let Some(l) = limits {
+                    cmd.arg(format!("--kube-api-qps={}", l.qps))
+                        .arg(format!("--kube-api-burst={}", l.burst));
+                }
             };
             let mut scheduler = Command::new(assets.join("kube-scheduler"));
             kubeconfigs(&mut scheduler, &as_scheduler);
