@@ -443,7 +443,7 @@ impl Process {
     ) -> Result<Self> {
         let (bin_dir, log_dir) = dirs;
         let addr = format!("127.0.0.1:{}", test_support::control_plane::free_port()?);
-        std::fs::create_dir_all(&log_dir)?;
+        std::fs::create_dir_all(log_dir)?;
         let log = log_dir.join(format!("{scenario}-{strategy}-{name}.log"));
         let file = std::fs::File::create(&log)?;
         let mut cmd = tokio::process::Command::new(bin_dir.join(name));
