@@ -28,6 +28,23 @@ pub const INVALID_OBJECT: &str = "InvalidObject";
 
 /// How long a published event can still gain a series entry (client-go's and kube's 6 min).
 pub const SERIES_TTL: Duration = Duration::from_secs(6 * 60);
+/// The most bytes an Event's note may hold: the API server refuses a longer one
+/// (`can have at most 1024 characters`), and the event would be lost.
+pub const NOTE_LIMIT: usize = 1024;
+
+/// `note`, cut at a character boundary to end in `...` within [`NOTE_LIMIT`] bytes if
+/// it is longer.
+pub fn shortened(note: &str) -> std::borrow::Cow<'_, str> {
+    if note.len() <= NOTE_LIMIT {
+        return note.into();
+    }
+    let mut end = NOTE_LIMIT - 3;
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &note[..end]).into()
+}
+
 /// Expired series entries are dropped at most this often.
 const GC_EVERY: Duration = Duration::from_secs(60);
 
@@ -202,7 +219,7 @@ impl Recorder {
             event_time: Some(time),
             regarding: Some(regarding.clone()),
             related: event.secondary.clone(),
-            note: event.note.clone(),
+            note: event.note.as_deref().map(|n| shortened(n).into_owned()),
             metadata: ObjectMeta {
                 namespace: Some(namespace.to_owned()),
                 name: Some(name.clone()),
@@ -256,6 +273,22 @@ mod tests {
             uid: Some(uid.into()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_long_note_is_cut_at_a_character_boundary_within_the_limit() {
+        assert_eq!(shortened("short"), "short");
+        let exact = "a".repeat(NOTE_LIMIT);
+        assert_eq!(shortened(&exact), exact.as_str());
+        let long = "é".repeat(NOTE_LIMIT);
+        let cut = shortened(&long);
+        assert!(
+            cut.len() <= NOTE_LIMIT && cut.ends_with("..."),
+            "{}",
+            cut.len()
+        );
+        assert!(cut.trim_end_matches("...").chars().all(|c| c == 'é'));
+        assert_eq!(cut.len(), NOTE_LIMIT - 3 - 1 + 3, "1020 bytes hold 510 é");
     }
 
     #[test]
