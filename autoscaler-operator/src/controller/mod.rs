@@ -36,6 +36,14 @@ pub use triggers::runner;
 /// Controller name in metrics and logs.
 pub const CONTROLLER: &str = "autoscaler";
 
+/// The least time between two decisions for one Autoscaler. Every pod event of a pool
+/// can trigger a reconcile, and a decision reads all of the pool's pods: without a
+/// floor, 10,000 pods arriving make thousands of decisions and as many `spec.replicas`
+/// writes. With it, a burst coalesces: the events within an interval make one decision,
+/// at its end, which counts every pod that arrived meanwhile (Karpenter batches the same
+/// way, but waits for 1 s without a new pod, up to 10 s; a floor bounds the wait at 1 s).
+pub const DECISION_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Behaviour knobs (from flags).
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -55,6 +63,9 @@ pub struct Context {
     /// The list of changes this process last wrote, by Autoscaler uid: the server has it,
     /// the cache may not show it yet (the later of the two counts).
     recorded: Mutex<HashMap<String, Vec<ScaleEvent>>>,
+    /// When each Autoscaler was last decided, by uid, for [`DECISION_INTERVAL`]. Lost on a
+    /// restart, which only lets the first decision come sooner.
+    decided: Mutex<HashMap<String, Instant>>,
     started: Instant,
 }
 
@@ -113,6 +124,11 @@ async fn reconcile_autoscaler(a: &Autoscaler, ctx: &Context) -> Result<Action, E
         .uid
         .as_deref()
         .ok_or(Error::MissingObjectKey(".metadata.uid"))?;
+    let started = Instant::now();
+    if let Some(wait) = ctx.too_soon(uid, started) {
+        // The events until then join the decision at the end of the interval.
+        return Ok(Action::requeue(wait));
+    }
     let observed = match observe::observe(a, &ctx.caches) {
         Ok(observed) => observed,
         Err(why) => {
@@ -146,6 +162,9 @@ async fn reconcile_autoscaler(a: &Autoscaler, ctx: &Context) -> Result<Action, E
     } else {
         report::decided(a, ctx, &decision, unfit, None).await?;
     }
+    // Only a decision whose writes were made holds the next one back: a failed write (a
+    // 409 with the lazy strategy) is decided again at once.
+    ctx.decided_at(uid, started);
     let requeue = decision
         .recheck_in_seconds
         .map(|s| Duration::from_secs(s.max(1) as u64))
@@ -170,6 +189,7 @@ impl Context {
             settings,
             history: Mutex::default(),
             recorded: Mutex::default(),
+            decided: Mutex::default(),
             started: Instant::now(),
         }
     }
@@ -197,6 +217,10 @@ impl Context {
                 .lock()
                 .expect("not poisoned")
                 .retain(|uid, _| live.contains(uid));
+            self.decided
+                .lock()
+                .expect("not poisoned")
+                .retain(|uid, _| live.contains(uid));
         }
         let past = history.recommendations(uid, keep, current, now);
         let changes = status::changes(a, &self.remembered(uid));
@@ -213,6 +237,22 @@ impl Context {
         });
         history.record(uid, now, decision.recommendation);
         decision
+    }
+
+    /// Notes that `uid` was decided at `at`, and its writes made.
+    fn decided_at(&self, uid: &str, at: Instant) {
+        self.decided
+            .lock()
+            .expect("not poisoned")
+            .insert(uid.to_owned(), at);
+    }
+
+    /// How long until `uid` may be decided again, if it was decided less than
+    /// [`DECISION_INTERVAL`] before `now`.
+    fn too_soon(&self, uid: &str, now: Instant) -> Option<Duration> {
+        let decided = self.decided.lock().expect("not poisoned");
+        let next = *decided.get(uid)? + DECISION_INTERVAL;
+        (next > now).then(|| next - now)
     }
 
     /// The changes this process recorded for `uid`.
