@@ -62,6 +62,7 @@ pub struct VirtualProvider {
     client: Client,
     nodes: Api<Node>,
     settings: VirtualSettings,
+    reported: Arc<pods::Reported>,
 }
 
 impl VirtualProvider {
@@ -70,6 +71,7 @@ impl VirtualProvider {
             nodes: Api::all(client.clone()),
             client,
             settings,
+            reported: Arc::default(),
         }
     }
 }
@@ -130,21 +132,40 @@ impl Kubelet for VirtualProvider {
     ) -> BoxFuture<'a, Result<(), KubeletError>> {
         Box::pin(async move {
             // A kubelet's last step for a pod being deleted: there are no containers to stop.
-            for pod in pods
+            let leaving = pods
                 .iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_some())
-            {
-                self.finish(pod).await?;
-            }
-            // Its first step: a pod bound to a Ready node runs (no containers to pull).
+                .filter(|p| p.metadata.deletion_timestamp.is_some());
+            futures::future::join_all(leaving.map(|pod| self.finish(pod)))
+                .await
+                .into_iter()
+                .collect::<Result<Vec<()>, _>>()?;
+            // Its first step: a pod bound to a Ready node runs (no containers to pull). The
+            // node's pods are reported at once, each once.
             if node.metadata.deletion_timestamp.is_none() && is_ready(node) {
-                for pod in pods.iter().filter(|p| needs_start(p)) {
-                    pods::start(&self.client, pod, node)
-                        .await
-                        .map_err(|source| KubeletError::PodStartFailed {
-                            pod: pods::key(pod),
-                            source,
-                        })?;
+                let starting: Vec<&Arc<Pod>> = pods
+                    .iter()
+                    .filter(|p| needs_start(p) && !self.reported.pending(p))
+                    .collect();
+                let results = futures::future::join_all(
+                    starting
+                        .iter()
+                        .map(|pod| pods::start(&self.client, pod, node)),
+                )
+                .await;
+                let mut failed = None;
+                for (pod, result) in starting.into_iter().zip(results) {
+                    match result {
+                        Ok(()) => self.reported.sent(pod),
+                        Err(source) => {
+                            failed.get_or_insert(KubeletError::PodStartFailed {
+                                pod: pods::key(pod),
+                                source,
+                            });
+                        }
+                    }
+                }
+                if let Some(e) = failed {
+                    return Err(e);
                 }
             }
             Ok(())

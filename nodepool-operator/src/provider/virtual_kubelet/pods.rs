@@ -3,6 +3,10 @@
 //! (phase, the four conditions, pod and host IPs, start time, each container running).
 //! There are no containers: the pod is Running the moment it is bound, and a pod being
 //! deleted is finished at once.
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateRunning, ContainerStatus, Node, Pod, PodCondition, PodIP,
     PodStatus,
@@ -114,6 +118,48 @@ pub async fn finish(client: &Client, pod: &Pod) -> Result<(), kube::Error> {
         .map(|_| ())
 }
 
+/// The pods this kubelet reported Running whose new status the cache may not show yet,
+/// by uid, with the resourceVersion the report was made from: a reconcile that runs
+/// before the watch delivers the report does not send it again (the expectations of
+/// controller-runtime's ReplicaSet controller). It only saves requests: a restart that
+/// loses it costs at most one repeated report per pod.
+#[derive(Debug, Default)]
+pub struct Reported(Mutex<HashMap<String, (Option<String>, Instant)>>);
+
+/// How long a report is remembered while the cache still shows the version before it.
+const REPORTED_TTL: Duration = Duration::from_secs(30);
+/// Past this many pods remembered, the expired ones are dropped at the next report.
+const PRUNE_AT: usize = 4096;
+
+impl Reported {
+    /// Whether `pod`, as cached, is the copy a report was made from: the report is on its
+    /// way to the cache.
+    pub fn pending(&self, pod: &Pod) -> bool {
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        let mut reported = self.0.lock().expect("not poisoned");
+        let Some((from, at)) = reported.get(uid) else {
+            return false;
+        };
+        if *from == pod.metadata.resource_version && at.elapsed() <= REPORTED_TTL {
+            return true;
+        }
+        reported.remove(uid);
+        false
+    }
+
+    /// Remembers that `pod`, as cached, was reported Running.
+    pub fn sent(&self, pod: &Pod) {
+        let mut reported = self.0.lock().expect("not poisoned");
+        if reported.len() >= PRUNE_AT {
+            reported.retain(|_, (_, at)| at.elapsed() <= REPORTED_TTL);
+        }
+        reported.insert(
+            pod.metadata.uid.clone().unwrap_or_default(),
+            (pod.metadata.resource_version.clone(), Instant::now()),
+        );
+    }
+}
+
 /// `namespace/name`, for messages.
 pub fn key(pod: &Pod) -> String {
     format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
@@ -184,6 +230,28 @@ mod tests {
         // A node without an address gives no hostIP rather than a made-up one.
         let bare = serde_json::to_value(running_status(&pod(None), &Node::default(), now));
         assert!(bare.unwrap()["status"].get("hostIP").is_none());
+    }
+
+    #[test]
+    fn a_report_is_pending_until_the_cache_shows_a_newer_copy() {
+        let reported = Reported::default();
+        let mut cached = pod(None);
+        cached.metadata.resource_version = Some("5".into());
+        assert!(!reported.pending(&cached), "nothing reported yet");
+        reported.sent(&cached);
+        assert!(reported.pending(&cached), "the cache still shows version 5");
+        assert!(reported.pending(&cached), "and still does");
+        let mut newer = cached.clone();
+        newer.metadata.resource_version = Some("6".into());
+        assert!(!reported.pending(&newer), "the cache moved on");
+        assert!(
+            !reported.pending(&cached),
+            "forgotten once the cache moved on"
+        );
+        let mut other = pod(None);
+        other.metadata.uid = Some("other".into());
+        reported.sent(&cached);
+        assert!(!reported.pending(&other), "by uid");
     }
 
     #[test]
