@@ -99,8 +99,10 @@ pub(super) async fn stamp_template_hash(
     Ok(())
 }
 
-/// How many nodes to add, and their names: under `--max-nodes`, decided and reserved
-/// under one lock, so reconciles of other pools running at once count them (`quota`).
+/// How many nodes to add, and their names, decided and reserved under one lock
+/// (`quota`): the pool counts the nodes it is creating that the cache does not show yet,
+/// so a reconcile that runs before the watch delivered them does not create them again;
+/// under `--max-nodes`, reconciles of other pools running at once count them too.
 fn plan_growth(
     pool: &NodePool,
     ctx: &Context,
@@ -109,19 +111,24 @@ fn plan_growth(
     taken: &HashSet<String>,
 ) -> (Growth, Vec<String>) {
     let desired = i32::try_from(desired).unwrap_or(i32::MAX);
-    let cached = ctx.caches.nodes_by_pool.len();
-    let Some(max) = ctx.settings.max_nodes else {
-        let growth = nodes_to_add(desired, current, cached, None);
-        return (growth, free_node_names(pool, taken, growth.add));
-    };
+    let pool_name = pool.name_any();
     let now = Instant::now();
     let mut reservations = ctx.reservations.lock().expect("not poisoned");
     let outstanding = reservations.outstanding(now, |name| {
         ctx.caches.nodes.get(&ObjectRef::new(name)).is_some()
     });
-    let growth = nodes_to_add(desired, current, cached + outstanding, Some(max));
-    let names = free_node_names(pool, taken, growth.add);
-    reservations.add(&names, now);
+    let mut taken = taken.clone();
+    taken.extend(reservations.of(&pool_name).map(str::to_owned));
+    let creating = reservations.of(&pool_name).count();
+    let cached = ctx.caches.nodes_by_pool.len();
+    let growth = nodes_to_add(
+        desired,
+        current + creating,
+        cached + outstanding,
+        ctx.settings.max_nodes,
+    );
+    let names = free_node_names(pool, &taken, growth.add);
+    reservations.add(&pool_name, &names, now);
     (growth, names)
 }
 
