@@ -14,6 +14,12 @@ struct Cli {
     /// Pod counts, one limit run and one autoscaled run each.
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     pods: Vec<usize>,
+    /// Which runs, in order, for each pod count: limit, autoscaled.
+    #[arg(long, value_delimiter = ',', default_value = "limit,autoscaled")]
+    kinds: Vec<String>,
+    /// Runs of each kind; the table shows the last, `results.json` has all.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
     /// CPUs per node; each pod asks for 1.
     #[arg(long, default_value_t = 8)]
     node_cpu: u32,
@@ -58,7 +64,21 @@ async fn main() -> Result<()> {
             idle: Duration::from_secs(cli.idle_seconds),
             deadline: Duration::from_secs(600),
         };
-        for kind in [Kind::Limit, Kind::Autoscaled] {
+        let kinds = cli
+            .kinds
+            .iter()
+            .map(|k| match k.as_str() {
+                "limit" => Ok(Kind::Limit),
+                "autoscaled" => Ok(Kind::Autoscaled),
+                other => Err(anyhow::anyhow!(
+                    "unknown kind {other:?} (limit, autoscaled)"
+                )),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for kind in kinds
+            .iter()
+            .flat_map(|k| std::iter::repeat_n(*k, cli.repeat.max(1)))
+        {
             eprintln!(
                 "== {} run: {pods} pods, {} nodes, on a fresh control plane (scheduler and controller-manager at {} QPS, burst {})",
                 kind.name(),
