@@ -129,9 +129,21 @@ async fn after_convergence_forced_reconciles_write_nothing() {
             .map(|n| (n.name_any(), n.metadata.resource_version))
             .collect()
     };
+    // Settled first: the control plane's own writes to new nodes (the node lifecycle
+    // controller, the first heartbeat status) can land seconds after the rollout. Two
+    // looks 2 s apart that agree, then the forced reconciles must change nothing.
     let mut nodes_before = Vec::new();
-    for name in &names {
-        nodes_before.push(node_versions(nodes_of(&nodes, name).await));
+    for _ in 0..10 {
+        let mut first = Vec::new();
+        for name in &names {
+            first.push(node_versions(nodes_of(&nodes, name).await));
+        }
+        let settled = first == nodes_before;
+        nodes_before = first;
+        if settled {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
     let writes_before = written(&running.writes);
     let reconciles_before = running.reconciles.count("nodepool", "ok");
