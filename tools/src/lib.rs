@@ -10,3 +10,11 @@ pub mod envelope;
 pub mod report;
 pub mod scale;
 pub mod timeline;
+
+/// `<results>/<kind>-<UTC time>`: where one run of a benchmark writes what it measured.
+pub fn results_dir(results: &std::path::Path, kind: &str) -> std::path::PathBuf {
+    let stamp = k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y%m%d-%H%M%S")
+        .to_string();
+    results.join(format!("{kind}-{stamp}"))
+}

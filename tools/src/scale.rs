@@ -119,27 +119,14 @@ pub async fn run(scenario: Scenario, strategy: &str, opts: &Options) -> Result<R
             .for_each(|_| async {}),
     ));
 
-    let mut operators = vec![
-        Process::start(
-            "nodepool-operator",
-            strategy,
-            &cp,
-            (&opts.bin_dir, &opts.log_dir),
-            scenario.name(),
-        )
-        .await?,
-    ];
-    if scenario == Scenario::Both {
-        operators.push(
-            Process::start(
-                "autoscaler-operator",
-                strategy,
-                &cp,
-                (&opts.bin_dir, &opts.log_dir),
-                scenario.name(),
-            )
-            .await?,
-        );
+    let mut operators = Vec::new();
+    let names: &[&'static str] = match scenario {
+        Scenario::Pools => &["nodepool-operator"],
+        Scenario::Both => &["nodepool-operator", "autoscaler-operator"],
+    };
+    for name in names {
+        let dirs = (opts.bin_dir.as_path(), opts.log_dir.as_path());
+        operators.push(Process::start(name, strategy, &cp, dirs, scenario.name()).await?);
     }
     let names: Vec<String> = (0..n).map(|i| format!("pool-{i:04}")).collect();
 

@@ -117,13 +117,19 @@ fn plan_growth(
     let outstanding = reservations.outstanding(now, |name| {
         ctx.caches.nodes.get(&ObjectRef::new(name)).is_some()
     });
-    let mut taken = taken.clone();
-    taken.extend(reservations.of(&pool_name).map(str::to_owned));
-    let creating = reservations.of(&pool_name).count();
+    // The names this pool is creating are taken too; a copy of the set only when it has some.
+    let creating: Vec<String> = reservations.of(&pool_name).map(str::to_owned).collect();
+    let taken = if creating.is_empty() {
+        std::borrow::Cow::Borrowed(taken)
+    } else {
+        let mut all = taken.clone();
+        all.extend(creating.iter().cloned());
+        std::borrow::Cow::Owned(all)
+    };
     let cached = ctx.caches.nodes_by_pool.len();
     let growth = nodes_to_add(
         desired,
-        current + creating,
+        current + creating.len(),
         cached + outstanding,
         ctx.settings.max_nodes,
     );

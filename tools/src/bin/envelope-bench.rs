@@ -45,10 +45,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    let stamp = k8s_openapi::jiff::Timestamp::now()
-        .strftime("%Y%m%d-%H%M%S")
-        .to_string();
-    let out = cli.results.join(format!("envelope-{stamp}"));
+    let out = tools::results_dir(&cli.results, "envelope");
     let mut runs = Vec::new();
     for pods in &cli.pods {
         let opts = Options {

@@ -37,10 +37,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    let stamp = k8s_openapi::jiff::Timestamp::now()
-        .strftime("%Y%m%d-%H%M%S")
-        .to_string();
-    let out = cli.results.join(format!("scale-{stamp}"));
+    let out = tools::results_dir(&cli.results, "scale");
     let opts = Options {
         bin_dir: std::path::absolute(&cli.bin_dir)?,
         log_dir: out.join("logs"),

@@ -42,10 +42,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    let stamp = k8s_openapi::jiff::Timestamp::now()
-        .strftime("%Y%m%d-%H%M%S")
-        .to_string();
-    let out = cli.results.join(format!("timeline-{stamp}"));
+    let out = tools::results_dir(&cli.results, "timeline");
     std::fs::create_dir_all(&out)?;
     let mut options = Options::new(std::path::absolute(&cli.bin_dir)?, out.join("logs"));
     options.rollout = cli.rollout;
