@@ -22,8 +22,12 @@ pub fn timeline_text(run: &Run, max_lines: usize) -> String {
         .rollout_at
         .map(|t| format!("; the template changes at {t:.3}s"))
         .unwrap_or_default();
+    let quiet = run
+        .contention_until
+        .map(|t| format!("; the third writers stop at {t:.3}s"))
+        .unwrap_or_default();
     let mut out = format!(
-        "--- timeline: --conflict-strategy {} (seconds since the pool was created; pods appear at {:.3}s{rollout}, go at {:.3}s) ---\n",
+        "--- timeline: --conflict-strategy {} (seconds since the pool was created; pods appear at {:.3}s{rollout}, go at {:.3}s{quiet}) ---\n",
         run.strategy, run.demand_at, run.demand_gone_at
     );
     let total = lines.len();
@@ -240,6 +244,7 @@ pub fn swimlane_svg(runs: &[Run]) -> String {
             Some((run.demand_at, "pods appear")),
             run.rollout_at.map(|t| (t, "template changed")),
             Some((run.demand_gone_at, "pods deleted")),
+            run.contention_until.map(|t| (t, "third writers stop")),
         ];
         for (t, label) in marks.into_iter().flatten() {
             let _ = writeln!(

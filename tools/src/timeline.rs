@@ -35,6 +35,11 @@ pub struct Options {
     pub contention: Option<Duration>,
     /// How many copies of the third writer run at once.
     pub third_writers: usize,
+    /// How long the third writers go on, from the moment the demand appears. A writer
+    /// that never pauses can starve `lazy`: its next try comes after a doubling backoff,
+    /// and when the cache lags more than the gap between the writer's writes, every try
+    /// meets a 409 (seen on a loaded CI machine: 16 tries in 120 s, all 409s).
+    pub contention_for: Duration,
     /// Where the operators' logs go.
     pub log_dir: PathBuf,
     /// Replicas of 1 cpu that want the pool (5 -> 4 nodes of 2 cpu at 80%).
@@ -52,6 +57,7 @@ impl Options {
             bin_dir,
             contention: Some(Duration::from_millis(50)),
             third_writers: 2,
+            contention_for: Duration::from_secs(15),
             log_dir,
             pods: 5,
             expect_up: 4,
@@ -113,6 +119,8 @@ pub struct Run {
     /// creation).
     pub demand_at: f64,
     pub demand_gone_at: f64,
+    /// When the third writers stopped, if they ran (seconds since the pool's creation).
+    pub contention_until: Option<f64>,
     /// Seconds from the Deployment's creation to `expect_up` Ready nodes.
     pub converge_up: Option<f64>,
     /// Seconds from the scale to 0 to `expect_down` Ready nodes.
@@ -260,7 +268,10 @@ pub async fn run(cp: &ControlPlane, strategy: &str, opts: &Options) -> Result<Ru
         .contention
         .into_iter()
         .flat_map(|every| (0..opts.third_writers).map(move |i| (i, every)))
-        .map(|(i, every)| tokio::spawn(third_writer(pools.clone(), name.clone(), i, every)))
+        .map(|(i, every)| {
+            let until = up_start + opts.contention_for;
+            tokio::spawn(third_writer(pools.clone(), name.clone(), i, every, until))
+        })
         .collect();
 
     // The demand as a user makes it: a Deployment, whose pods the scheduler marks
@@ -301,6 +312,7 @@ pub async fn run(cp: &ControlPlane, strategy: &str, opts: &Options) -> Result<Ru
         .map(|_| down_start.elapsed().as_secs_f64());
     // Let late writes land, then stop the third writer and look at the final state.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let aborted_at = t0.elapsed().as_secs_f64();
     for handle in &third {
         handle.abort();
     }
@@ -334,6 +346,9 @@ pub async fn run(cp: &ControlPlane, strategy: &str, opts: &Options) -> Result<Ru
         strategy: strategy.to_owned(),
         demand_at,
         demand_gone_at,
+        contention_until: opts
+            .contention
+            .map(|_| aborted_at.min(demand_at + opts.contention_for.as_secs_f64())),
         converge_up,
         converge_down,
         rollout_at,
@@ -438,13 +453,22 @@ const ROLLOUT_LABEL: &str = "timeline.nodepool.dev/rollout";
 
 /// The third writer: a merge patch of one annotation (no resourceVersion, so it never
 /// conflicts itself), which moves the pool's resourceVersion under the operators' caches.
-async fn third_writer(pools: Api<NodePool>, name: String, index: usize, every: Duration) {
+async fn third_writer(
+    pools: Api<NodePool>,
+    name: String,
+    index: usize,
+    every: Duration,
+    until: Instant,
+) {
     let params = PatchParams {
         field_manager: Some(THIRD_WRITER.into()),
         ..Default::default()
     };
     let key = format!("{TICK_ANNOTATION}-{index}");
     for tick in 1u64.. {
+        if Instant::now() >= until {
+            return;
+        }
         let patch = json!({"metadata": {"annotations": {&key: tick.to_string()}}});
         let _ = pools.patch(&name, &params, &Patch::Merge(&patch)).await;
         tokio::time::sleep(every).await;

@@ -27,6 +27,9 @@ struct Cli {
     /// Milliseconds between the third writer's writes (0: no third writer).
     #[arg(long, default_value_t = 150)]
     third_writer_ms: u64,
+    /// Seconds the third writers go on, from the moment the demand appears.
+    #[arg(long, default_value_t = 15)]
+    third_writer_seconds: u64,
     /// Timeline lines printed per strategy (all are in the JSON file).
     #[arg(long, default_value_t = 40)]
     lines: usize,
@@ -46,6 +49,7 @@ async fn main() -> Result<()> {
     std::fs::create_dir_all(&out)?;
     let mut options = Options::new(std::path::absolute(&cli.bin_dir)?, out.join("logs"));
     options.rollout = cli.rollout;
+    options.contention_for = Duration::from_secs(cli.third_writer_seconds);
     options.contention =
         (cli.third_writer_ms > 0).then(|| Duration::from_millis(cli.third_writer_ms));
 
