@@ -11,6 +11,7 @@
 //! - `drain`: which pods a drain moves, what a refusal means, when it tries again.
 #![forbid(unsafe_code)]
 
+pub mod deletions;
 pub mod disruption;
 pub mod drain;
 pub mod naming;

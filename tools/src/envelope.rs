@@ -32,6 +32,7 @@ use shared_crd::{Autoscaler, NodeCapacity, NodePool, PolicyType, ScalingRules};
 use test_support::control_plane::ClientLimits;
 use test_support::{ControlPlane, fixtures, http_get};
 
+use crate::report::median;
 use crate::scale::{
     Process, ProcessCost, apiserver_requests, leases, mutating, own_writes, proc_status_kb,
 };
@@ -518,70 +519,73 @@ fn reconcile_counts(text: &str) -> BTreeMap<String, u64> {
     out
 }
 
-/// The table for one pod count: the limit run beside the autoscaled one.
+/// The table for one pod count: the limit runs beside the autoscaled ones, each cell the
+/// median over that kind's runs, the ratio that of the two medians.
 pub fn table(runs: &[Run]) -> String {
-    let limit = runs.iter().find(|r| r.kind == Kind::Limit);
-    let auto = runs.iter().find(|r| r.kind == Kind::Autoscaled);
+    let of = |kind| runs.iter().filter(|r| r.kind == kind).collect::<Vec<_>>();
+    let (limit, auto) = (of(Kind::Limit), of(Kind::Autoscaled));
+    let med = |rs: &[&Run], get: &dyn Fn(&Run) -> Option<f64>| {
+        median(rs.iter().filter_map(|r| get(r)).collect())
+    };
     let f = |v: Option<f64>, digits: usize| v.map_or("-".to_owned(), |v| format!("{v:.digits$}"));
     let mut out = String::new();
     let Some(any) = runs.first() else {
         return out;
     };
     out += &format!(
-        "{} pods of 1 cpu, {} nodes; kube-scheduler and kube-controller-manager at {} QPS (burst {})\n",
+        "{} pods of 1 cpu, {} nodes; kube-scheduler and kube-controller-manager at {} QPS (burst {}); medians over the runs\n",
         any.pods, any.nodes, any.limits.qps, any.limits.burst
     );
     out += "figure                                   limit      autoscaled\n";
-    let row = |name: &str, get: &dyn Fn(&Run) -> String| {
-        format!(
-            "{name:<40} {:<10} {}\n",
-            limit.map_or("-".into(), get),
-            auto.map_or("-".into(), get)
+    let pair = |name: &str, l: String, a: String| format!("{name:<40} {l:<10} {a}\n");
+    let row = |name: &str, digits: usize, get: &dyn Fn(&Run) -> Option<f64>| {
+        pair(
+            name,
+            f(med(&limit, get), digits),
+            f(med(&auto, get), digits),
         )
     };
-    out += &row("all pods Running (s)", &|r| {
-        format!("{:.1}", r.all_running_s)
+    let count = |v: u64| Some(v as f64);
+    out += &pair("runs", limit.len().to_string(), auto.len().to_string());
+    let running = |r: &Run| Some(r.all_running_s);
+    out += &row("all pods Running (s)", 1, &running);
+    let ratio = med(&auto, &running)
+        .zip(med(&limit, &running))
+        .map(|(a, l)| a / l.max(0.001));
+    out += &pair("  ratio to the limit run", "1.00".into(), f(ratio, 2));
+    out += &row("final Ready nodes (s)", 1, &|r| r.nodes_ready_s);
+    out += &row("pods ever Unschedulable", 0, &|r| {
+        count(r.pending_pods as u64)
     });
-    out += &format!(
-        "{:<40} {:<10} {}\n",
-        "  ratio to the limit run",
-        "1.00",
-        f(
-            auto.zip(limit)
-                .map(|(a, l)| a.all_running_s / l.all_running_s.max(0.001)),
-            2
-        )
-    );
-    out += &row("final Ready nodes (s)", &|r| f(r.nodes_ready_s, 1));
-    out += &row("pods ever Unschedulable", &|r| r.pending_pods.to_string());
-    out += &row("decision latency p50 (s)", &|r| f(r.latency_p50_s, 2));
-    out += &row("decision latency p99 (s)", &|r| f(r.latency_p99_s, 2));
-    out += &row("spec.replicas writes", &|r| r.replicas_writes.to_string());
-    out += &row("  over the scale-out (s)", &|r| f(r.scale_out_s, 1));
-    out += &row("node creates", &|r| r.node_creates.to_string());
-    out += &row("mutating requests (Leases apart)", &|r| {
-        r.converge_total.to_string()
+    out += &row("decision latency p50 (s)", 2, &|r| r.latency_p50_s);
+    out += &row("decision latency p99 (s)", 2, &|r| r.latency_p99_s);
+    out += &row("spec.replicas writes", 0, &|r| {
+        count(r.replicas_writes as u64)
     });
-    out += &row("idle mutating requests", &|r| {
-        format!("{} in {} s", r.idle_total, r.idle_seconds)
+    out += &row("  over the scale-out (s)", 1, &|r| r.scale_out_s);
+    out += &row("node creates", 0, &|r| count(r.node_creates));
+    out += &row("mutating requests (Leases apart)", 0, &|r| {
+        count(r.converge_total)
     });
+    let idle = format!("idle mutating requests (in {} s)", any.idle_seconds);
+    out += &row(&idle, 0, &|r| count(r.idle_total));
     for op in ["autoscaler-operator", "nodepool-operator"] {
-        out += &row(&format!("{op} CPU (s)"), &|r| {
-            f(r.operators.get(op).map(|c| c.cpu_seconds), 1)
-        });
-        out += &row(&format!("{op} peak RSS (MB)"), &|r| {
-            f(r.operators.get(op).map(|c| c.peak_rss_mb), 1)
-        });
-        out += &row(&format!("{op} RSS growth / pod (bytes)"), &|r| {
-            f(
-                r.rss_growth_mb
+        let cost = |rss: bool| {
+            move |r: &Run| {
+                r.operators
                     .get(op)
-                    .map(|mb| mb * 1024.0 * 1024.0 / r.pods as f64),
-                0,
-            )
+                    .map(|c| if rss { c.peak_rss_mb } else { c.cpu_seconds })
+            }
+        };
+        out += &row(&format!("{op} CPU (s)"), 1, &cost(false));
+        out += &row(&format!("{op} peak RSS (MB)"), 1, &cost(true));
+        out += &row(&format!("{op} RSS growth / pod (bytes)"), 0, &|r| {
+            r.rss_growth_mb
+                .get(op)
+                .map(|mb| mb * 1024.0 * 1024.0 / r.pods as f64)
         });
     }
-    if let Some(s) = auto.and_then(|a| a.scale_in.as_ref()) {
+    for s in auto.iter().filter_map(|a| a.scale_in.as_ref()) {
         out += &format!(
             "scale to 0: pool at its minimum after {:.1} s (window {} s), {} evictions, {} node deletes, {} spec.replicas writes\n",
             s.to_minimum_s, s.window_s, s.evictions, s.node_deletes, s.replicas_writes
@@ -717,5 +721,70 @@ mod tests {
         assert_eq!(percentile(&v, 0.99), Some(99.0));
         assert_eq!(percentile(&[3.0], 0.99), Some(3.0));
         assert_eq!(percentile(&[], 0.5), None);
+    }
+
+    fn measured(kind: Kind, all_running_s: f64, nodepool_rss_mb: f64) -> Run {
+        let cost = ProcessCost {
+            peak_rss_mb: nodepool_rss_mb,
+            ..Default::default()
+        };
+        Run {
+            kind,
+            pods: 10,
+            nodes: 2,
+            limits: ClientLimits {
+                qps: 500,
+                burst: 1000,
+            },
+            all_running_s,
+            nodes_ready_s: None,
+            pending_pods: 0,
+            latency_p50_s: None,
+            latency_p99_s: None,
+            replicas_writes: 0,
+            scale_out_s: None,
+            converge_requests: BTreeMap::new(),
+            converge_total: 0,
+            node_creates: 0,
+            idle_requests: BTreeMap::new(),
+            idle_total: 0,
+            idle_seconds: 5,
+            idle_lease_writes: 0,
+            operators: BTreeMap::from([("nodepool-operator".to_owned(), cost)]),
+            rss_growth_mb: BTreeMap::new(),
+            operator_writes: BTreeMap::new(),
+            reconciles: BTreeMap::new(),
+            scale_in: None,
+            samples: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_table_shows_medians_per_kind_and_the_ratio_of_the_medians() {
+        // Interleaved as the bench runs them; the slow outliers do not move a median.
+        let runs = [
+            measured(Kind::Limit, 10.0, 50.0),
+            measured(Kind::Autoscaled, 11.0, 40.0),
+            measured(Kind::Limit, 30.0, 52.0),
+            measured(Kind::Autoscaled, 99.0, 41.0),
+            measured(Kind::Limit, 12.0, 51.0),
+            measured(Kind::Autoscaled, 13.2, 90.0),
+        ];
+        let table = table(&runs);
+        let line = |name: &str| {
+            table
+                .lines()
+                .find(|l| l.starts_with(name))
+                .unwrap_or_else(|| panic!("no {name:?} in\n{table}"))
+                .split_whitespace()
+                .rev()
+                .take(2)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(line("runs"), ["3", "3"]);
+        assert_eq!(line("all pods Running (s)"), ["13.2", "12.0"]);
+        assert_eq!(line("  ratio to the limit run"), ["1.10", "1.00"]);
+        assert_eq!(line("nodepool-operator peak RSS (MB)"), ["41.0", "51.0"]);
+        assert_eq!(line("autoscaler-operator peak RSS (MB)"), ["-", "-"]);
     }
 }

@@ -25,6 +25,8 @@ use shared_crd::{Autoscaler, NodePool};
 
 use test_support::{ControlPlane, fixtures, http_get};
 
+use crate::report::median;
+
 /// Which scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -528,20 +530,6 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
-/// The median of some values (the mean of the middle two for an even count).
-pub fn median(mut values: Vec<f64>) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    Some(if values.len().is_multiple_of(2) {
-        (values[mid - 1] + values[mid]) / 2.0
-    } else {
-        values[mid]
-    })
-}
-
 /// The table printed and written as `table.txt`: one row per scenario and strategy,
 /// medians over repeats.
 pub fn table(runs: &[Run]) -> String {
@@ -696,12 +684,5 @@ apiserver_request_total{code="200",component="apiserver",contentType="applicatio
         *later.get_mut(&("POST".into(), "nodes".into())).unwrap() += 5;
         assert_eq!(mutating(&after, &later)["POST nodes"], 5);
         assert_eq!(mutating(&after, &later).len(), 1);
-    }
-
-    #[test]
-    fn medians() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(vec![4.0, 1.0]), Some(2.5));
-        assert_eq!(median(vec![]), None);
     }
 }

@@ -17,6 +17,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
+use nodepool_core::deletions::Deletions;
 use nodepool_core::disruption::{self, Observed};
 use nodepool_core::drain::holds_its_node;
 use nodepool_core::nodes::{is_ready, pool_of};
@@ -66,6 +67,8 @@ pub struct Context {
     pub settings: Settings,
     /// Names being created under `--max-nodes` (see `quota`).
     reservations: Mutex<Reservations>,
+    /// Names deleted that the cache does not show deleting yet (see `deletions`).
+    deletions: Mutex<Deletions>,
 }
 
 impl Context {
@@ -85,6 +88,7 @@ impl Context {
             caches,
             settings,
             reservations: Mutex::default(),
+            deletions: Mutex::default(),
         }
     }
 
@@ -231,13 +235,27 @@ async fn reconcile_pool(pool: &NodePool, ctx: &Context) -> Result<Action, Error>
         return Ok(Action::await_change());
     }
 
-    // Observe.
+    // Observe. A node this process just deleted is terminating, whatever the cache shows.
     let all = ctx.caches.nodes_of(&name);
-    let live: Vec<&Node> = all
+    let alive = |n: &Node| n.metadata.deletion_timestamp.is_none();
+    let deleted: HashSet<String> = {
+        let alive_in_cache: HashSet<String> = all
+            .iter()
+            .filter(|n| alive(n))
+            .map(|n| n.name_any())
+            .collect();
+        let mut deletions = ctx.deletions.lock().expect("not poisoned");
+        deletions
+            .pending(&name, std::time::Instant::now(), |n| {
+                alive_in_cache.contains(n)
+            })
+            .into_iter()
+            .collect()
+    };
+    let (live, terminating): (Vec<&Node>, Vec<&Node>) = all
         .iter()
         .map(|n| n.as_ref())
-        .filter(|n| n.metadata.deletion_timestamp.is_none())
-        .collect();
+        .partition(|n| alive(n) && !deleted.contains(&n.name_any()));
 
     // Decide: nothing is done for a spec that cannot be acted on, until someone fixes it.
     let rules = match validate(pool) {
@@ -267,11 +285,6 @@ async fn reconcile_pool(pool: &NodePool, ctx: &Context) -> Result<Action, Error>
                 .is_some_and(|v| v == "true")
                 || pods.iter().any(|p| holds_its_node(p)),
         })
-        .collect();
-    let terminating: Vec<&Node> = all
-        .iter()
-        .map(|n| n.as_ref())
-        .filter(|n| n.metadata.deletion_timestamp.is_some())
         .collect();
     let now = Timestamp::now();
     let plan = disruption::plan(&disruption::Inputs {

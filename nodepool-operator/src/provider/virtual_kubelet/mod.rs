@@ -18,6 +18,7 @@ use kube::{Client, ResourceExt};
 use nodepool_core::nodes::is_ready;
 use operator_kit::NotFoundIsDone;
 use shared_crd::{NODE_LEASE_NAMESPACE, NodePool};
+use tokio::sync::Semaphore;
 
 use super::{Created, Kubelet, KubeletError, Provider, ProviderError};
 
@@ -56,6 +57,11 @@ impl Default for VirtualSettings {
     }
 }
 
+/// Pod reports (Running, or finished) in flight at once, over all nodes. The client speaks
+/// HTTP/1.1: each request in flight is a connection of its own, with its buffers. The node
+/// controller runs 16 reconciles at once, and a node holds up to 110 pods.
+pub const POD_REPORTS_IN_FLIGHT: usize = 32;
+
 /// Registers Node objects directly, and plays their kubelet. Cheap to clone.
 #[derive(Clone)]
 pub struct VirtualProvider {
@@ -63,6 +69,8 @@ pub struct VirtualProvider {
     nodes: Api<Node>,
     settings: VirtualSettings,
     reported: Arc<pods::Reported>,
+    /// [`POD_REPORTS_IN_FLIGHT`] permits, one per pod report in flight.
+    in_flight: Arc<Semaphore>,
 }
 
 impl VirtualProvider {
@@ -72,6 +80,7 @@ impl VirtualProvider {
             client,
             settings,
             reported: Arc::default(),
+            in_flight: Arc::new(Semaphore::new(POD_REPORTS_IN_FLIGHT)),
         }
     }
 }
@@ -140,18 +149,15 @@ impl Kubelet for VirtualProvider {
                 .into_iter()
                 .collect::<Result<Vec<()>, _>>()?;
             // Its first step: a pod bound to a Ready node runs (no containers to pull). The
-            // node's pods are reported at once, each once.
+            // node's pods are reported together (within the kubelet's budget), each once.
             if node.metadata.deletion_timestamp.is_none() && is_ready(node) {
                 let starting: Vec<&Arc<Pod>> = pods
                     .iter()
                     .filter(|p| needs_start(p) && !self.reported.pending(p))
                     .collect();
-                let results = futures::future::join_all(
-                    starting
-                        .iter()
-                        .map(|pod| pods::start(&self.client, pod, node)),
-                )
-                .await;
+                let results =
+                    futures::future::join_all(starting.iter().map(|pod| self.start(pod, node)))
+                        .await;
                 let mut failed = None;
                 for (pod, result) in starting.into_iter().zip(results) {
                     match result {
@@ -202,7 +208,14 @@ impl Kubelet for VirtualProvider {
 }
 
 impl VirtualProvider {
+    /// Reports `pod` Running on `node`, within the kubelet's budget of requests in flight.
+    async fn start(&self, pod: &Pod, node: &Node) -> Result<(), kube::Error> {
+        let _permit = self.in_flight.acquire().await.expect("never closed");
+        pods::start(&self.client, pod, node).await
+    }
+
     async fn finish(&self, pod: &Pod) -> Result<(), KubeletError> {
+        let _permit = self.in_flight.acquire().await.expect("never closed");
         pods::finish(&self.client, pod)
             .await
             .map_err(|source| KubeletError::PodFinishFailed {
