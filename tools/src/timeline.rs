@@ -264,14 +264,12 @@ pub async fn run(cp: &ControlPlane, strategy: &str, opts: &Options) -> Result<Ru
 
     let demand_at = t0.elapsed().as_secs_f64();
     let up_start = Instant::now();
+    let until = up_start + opts.contention_for;
     let third: Vec<_> = opts
         .contention
         .into_iter()
         .flat_map(|every| (0..opts.third_writers).map(move |i| (i, every)))
-        .map(|(i, every)| {
-            let until = up_start + opts.contention_for;
-            tokio::spawn(third_writer(pools.clone(), name.clone(), i, every, until))
-        })
+        .map(|(i, every)| tokio::spawn(third_writer(pools.clone(), name.clone(), i, every, until)))
         .collect();
 
     // The demand as a user makes it: a Deployment, whose pods the scheduler marks

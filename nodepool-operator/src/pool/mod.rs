@@ -237,25 +237,19 @@ async fn reconcile_pool(pool: &NodePool, ctx: &Context) -> Result<Action, Error>
 
     // Observe. A node this process just deleted is terminating, whatever the cache shows.
     let all = ctx.caches.nodes_of(&name);
+    // (Deletions pending are few and brief: a scan of the pool's nodes for each is cheaper
+    // than a set of every name on each reconcile.)
     let alive = |n: &Node| n.metadata.deletion_timestamp.is_none();
-    let deleted: HashSet<String> = {
-        let alive_in_cache: HashSet<String> = all
-            .iter()
-            .filter(|n| alive(n))
-            .map(|n| n.name_any())
-            .collect();
-        let mut deletions = ctx.deletions.lock().expect("not poisoned");
-        deletions
-            .pending(&name, std::time::Instant::now(), |n| {
-                alive_in_cache.contains(n)
-            })
-            .into_iter()
-            .collect()
-    };
+    let named = |n: &Node, name: &str| n.metadata.name.as_deref() == Some(name);
+    let deleted = ctx.deletions.lock().expect("not poisoned").pending(
+        &name,
+        std::time::Instant::now(),
+        |d| all.iter().any(|n| alive(n) && named(n, d)),
+    );
     let (live, terminating): (Vec<&Node>, Vec<&Node>) = all
         .iter()
         .map(|n| n.as_ref())
-        .partition(|n| alive(n) && !deleted.contains(&n.name_any()));
+        .partition(|n| alive(n) && !deleted.iter().any(|d| named(n, d)));
 
     // Decide: nothing is done for a spec that cannot be acted on, until someone fixes it.
     let rules = match validate(pool) {
