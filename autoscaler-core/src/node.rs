@@ -2,11 +2,9 @@
 //! label) narrowed to what placement depends on, their labels, taints and readiness. As
 //! with [`crate::pod::PodView`], the watch deserialises into the view, so nothing else is
 //! cached, and a view is never written back.
-use std::borrow::Cow;
 
 use k8s_openapi::api::core::v1::Taint;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube_core::Resource;
 use serde::{Deserialize, Serialize};
 use shared_crd::POOL_LABEL;
 
@@ -52,29 +50,7 @@ impl NodeView {
     }
 }
 
-impl Resource for NodeView {
-    type DynamicType = ();
-    type Scope = k8s_openapi::ClusterResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        "Node".into()
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        "".into()
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        "v1".into()
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        "nodes".into()
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+shared_crd::core_v1_view!(NodeView, "Node", "nodes", k8s_openapi::ClusterResourceScope);
 
 /// Keeps name, labels, creation and deletion times, taints and the Ready condition.
 pub fn trim(node: &mut NodeView) {
@@ -90,6 +66,7 @@ pub fn trim(node: &mut NodeView) {
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::Node;
+    use kube_core::Resource;
     use serde_json::json;
 
     #[test]

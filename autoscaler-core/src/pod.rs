@@ -13,13 +13,11 @@
 //! It is still a watch of `pods` (`/api/v1/pods`): [`kube::Resource`] only names where the
 //! objects live. Writing a `PodView` back would drop every field it does not hold, so it is
 //! never written: nothing but a watch uses it.
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{NodeSelector, Toleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube_core::Resource;
 use serde::{Deserialize, Serialize};
 
 /// A Pod, narrowed to what demand is made of. Read-only: see the module documentation.
@@ -113,29 +111,7 @@ impl PodView {
     }
 }
 
-impl Resource for PodView {
-    type DynamicType = ();
-    type Scope = k8s_openapi::NamespaceResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        "Pod".into()
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        "".into()
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        "v1".into()
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        "pods".into()
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+shared_crd::core_v1_view!(PodView, "Pod", "pods", k8s_openapi::NamespaceResourceScope);
 
 /// Drops the metadata no decision reads (labels, annotations, owners, managed fields):
 /// the watch cache keeps name, namespace, uid, resourceVersion and deletion. Of the
@@ -155,6 +131,7 @@ pub fn trim(pod: &mut PodView) {
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::Pod;
+    use kube_core::Resource;
     use serde_json::json;
 
     /// A full Pod, as the API server sends it.

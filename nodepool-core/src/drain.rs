@@ -3,12 +3,13 @@
 //! what a blocked drain reports, and when it tries again.
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResourceList;
 use kube_core::{ResourceExt, Status};
 use shared_crd::DO_NOT_DISRUPT_ANNOTATION;
 
 use crate::nodes::is_ready;
+use crate::pod::BoundPod;
 
 /// The cause the API server gives when a PodDisruptionBudget refuses an eviction.
 const DISRUPTION_BUDGET_CAUSE: &str = "DisruptionBudget";
@@ -25,7 +26,7 @@ const MESSAGE_LIMIT: usize = 1024;
 
 /// Whether a drain leaves `pod` alone: a DaemonSet's pod (it would come straight back)
 /// or a mirror pod (the API cannot delete a static pod).
-pub fn stays_on_drain(pod: &Pod) -> bool {
+pub fn stays_on_drain(pod: &BoundPod) -> bool {
     pod.annotations().contains_key(MIRROR_POD)
         || pod
             .owner_references()
@@ -35,11 +36,9 @@ pub fn stays_on_drain(pod: &Pod) -> bool {
 
 /// A pod that keeps its node out of voluntary disruptions: `nodepool.dev/do-not-disrupt:
 /// "true"`, and not finished (Succeeded or Failed).
-pub fn holds_its_node(pod: &Pod) -> bool {
+pub fn holds_its_node(pod: &BoundPod) -> bool {
     let finished = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
+        .phase()
         .is_some_and(|p| p == "Succeeded" || p == "Failed");
     !finished
         && pod
@@ -53,7 +52,7 @@ pub fn holds_its_node(pod: &Pod) -> bool {
 /// ends or the pool's `terminationGracePeriodSeconds` forces it. On a node that is not
 /// Ready (a repair, or a node that went down while it drained) it is evicted: it cannot
 /// be running there as far as the control plane knows.
-pub fn waits_for(pod: &Pod, node: &Node) -> bool {
+pub fn waits_for(pod: &BoundPod, node: &Node) -> bool {
     holds_its_node(pod) && is_ready(node)
 }
 
@@ -133,8 +132,8 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{APIResource, OwnerReference};
     use serde_json::json;
 
-    fn owned_by(kind: &str) -> Pod {
-        let mut pod = Pod::default();
+    fn owned_by(kind: &str) -> BoundPod {
+        let mut pod = BoundPod::default();
         pod.metadata.owner_references = Some(vec![OwnerReference {
             kind: kind.into(),
             controller: Some(true),
@@ -234,14 +233,11 @@ mod tests {
         );
     }
 
-    fn with(annotation: Option<&str>, phase: Option<&str>) -> Pod {
-        let mut pod = Pod::default();
+    fn with(annotation: Option<&str>, phase: Option<&str>) -> BoundPod {
+        let mut pod = BoundPod::default();
         pod.metadata.annotations =
             annotation.map(|v| [(DO_NOT_DISRUPT_ANNOTATION.to_owned(), v.to_owned())].into());
-        pod.status = phase.map(|p| k8s_openapi::api::core::v1::PodStatus {
-            phase: Some(p.into()),
-            ..Default::default()
-        });
+        pod.status.phase = phase.map(Into::into);
         pod
     }
 
@@ -270,8 +266,8 @@ mod tests {
     fn daemonset_and_mirror_pods_stay_the_rest_go() {
         assert!(stays_on_drain(&owned_by("DaemonSet")));
         assert!(!stays_on_drain(&owned_by("ReplicaSet")));
-        assert!(!stays_on_drain(&Pod::default()));
-        let mut mirror = Pod::default();
+        assert!(!stays_on_drain(&BoundPod::default()));
+        let mut mirror = BoundPod::default();
         mirror.metadata.annotations = Some([(MIRROR_POD.to_owned(), "x".to_owned())].into());
         assert!(stays_on_drain(&mirror));
     }

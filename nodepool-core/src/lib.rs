@@ -8,6 +8,7 @@
 //! - `naming`: node names and the stable hash under them;
 //! - `quota`: `--max-nodes` reserved atomically across reconciles;
 //! - `ready`: the `NodePoolReady` condition on Autoscalers;
+//! - `pod`: the Pod as this operator caches it (`BoundPod`);
 //! - `drain`: which pods a drain moves, what a refusal means, when it tries again.
 #![forbid(unsafe_code)]
 
@@ -16,6 +17,7 @@ pub mod disruption;
 pub mod drain;
 pub mod naming;
 pub mod nodes;
+pub mod pod;
 pub mod quota;
 pub mod ready;
 pub mod schedule;

@@ -2,11 +2,12 @@
 //! indexes its controllers read through, each object trimmed to what is read.
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Container, Node, NodeStatus, Pod, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{Node, NodeStatus};
 use operator_kit::watch::{Cache, Index, Watch, Watches, trim_metadata};
 use shared_crd::{Autoscaler, DO_NOT_DISRUPT_ANNOTATION, NodePool, POOL_LABEL};
 
 use nodepool_core::nodes::pool_of;
+use nodepool_core::pod::BoundPod;
 
 /// The caches every part reads, and their indexes.
 #[derive(Clone)]
@@ -16,9 +17,9 @@ pub struct Caches {
     pub nodes: Cache<Node>,
     /// This operator's nodes by pool name, terminating ones included.
     pub nodes_by_pool: Index<Node>,
-    /// Pods bound to a node, trimmed to what a drain and a kubelet read.
-    pub pods: Cache<Pod>,
-    pub pods_by_node: Index<Pod>,
+    /// Pods bound to a node, narrowed to what a drain and a kubelet read ([`BoundPod`]).
+    pub pods: Cache<BoundPod>,
+    pub pods_by_node: Index<BoundPod>,
     /// Autoscalers, for the `NodePoolReady` condition this operator owns in their status.
     pub autoscalers: Cache<Autoscaler>,
     /// Autoscalers by the pool they target.
@@ -29,7 +30,7 @@ impl Caches {
     /// Opens this operator's watches in `watches`.
     pub fn watch(watches: &mut Watches) -> Self {
         let nodes_by_pool = Index::new(|n: &Node| pool_of(n).map(str::to_owned));
-        let pods_by_node = Index::new(|p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.clone()));
+        let pods_by_node = Index::new(|p: &BoundPod| p.node().map(str::to_owned));
         let autoscalers_by_pool =
             Index::new(|a: &Autoscaler| Some(a.spec.node_pool_ref.name.clone()));
         Self {
@@ -60,7 +61,7 @@ impl Caches {
     }
 
     /// The pods bound to `node`, from the cache.
-    pub fn pods_on(&self, node: &str) -> Vec<Arc<Pod>> {
+    pub fn pods_on(&self, node: &str) -> Vec<Arc<BoundPod>> {
         self.pods_by_node.objects(node, &self.pods)
     }
 }
@@ -82,33 +83,13 @@ fn trim_node(node: &mut Node) {
     }
 }
 
-/// Keeps of a Pod what a drain, the kubelet's part and the disruption plan read: its
-/// metadata (owners, deletion, `do-not-disrupt`), its node, its containers' names and images, its phase.
-fn trim_pod(pod: &mut Pod) {
+/// Of a [`BoundPod`]'s metadata, keeps what a drain and the disruption plan read: owners,
+/// deletion, and two annotations (`kubernetes.io/config.mirror`, `do-not-disrupt`).
+fn trim_pod(pod: &mut BoundPod) {
     trim_metadata(pod);
     pod.metadata.labels = None;
     if let Some(annotations) = pod.metadata.annotations.as_mut() {
         annotations
             .retain(|k, _| k == "kubernetes.io/config.mirror" || k == DO_NOT_DISRUPT_ANNOTATION);
     }
-    // The node, and each container's name and image (the kubelet's part reports them).
-    let spec = pod.spec.take().unwrap_or_default();
-    pod.spec = Some(PodSpec {
-        node_name: spec.node_name,
-        containers: spec
-            .containers
-            .into_iter()
-            .map(|c| Container {
-                name: c.name,
-                image: c.image,
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    });
-    let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
-    pod.status = Some(PodStatus {
-        phase,
-        ..Default::default()
-    });
 }

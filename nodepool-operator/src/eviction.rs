@@ -1,10 +1,10 @@
 //! Evictions through the Eviction API, so PodDisruptionBudgets are honoured and a refusal
 //! says which one (the rules: `nodepool_core::drain`).
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::Eviction as EvictionBody;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Client, ResourceExt};
 use nodepool_core::drain::{eviction_version, refusal};
+use nodepool_core::pod::BoundPod;
 use operator_kit::NotFoundIsDone;
 use tokio::sync::OnceCell;
 
@@ -54,7 +54,7 @@ impl Evictor {
     }
 
     /// Evicts `pod`.
-    pub async fn evict(&self, pod: &Pod) -> Result<Eviction, kube::Error> {
+    pub async fn evict(&self, pod: &BoundPod) -> Result<Eviction, kube::Error> {
         let namespace = pod.namespace().unwrap_or_default();
         let name = pod.name_any();
         let eviction = EvictionBody {

@@ -10,6 +10,7 @@ pub mod crd;
 pub mod nodepool;
 pub mod quantity;
 pub mod time;
+pub mod view;
 
 pub use autoscaler::{
     Autoscaler, AutoscalerSpec, AutoscalerStatus, NodePoolRef, PolicyType, ScaleEvent,

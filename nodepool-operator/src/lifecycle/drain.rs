@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus, Pod};
+use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -17,6 +17,7 @@ use nodepool_core::drain::{
     EVICTION_RETRY, WAITING_FOR, blocked_message, next_try, stays_on_drain, waits_for,
 };
 use nodepool_core::nodes::{pool_of, pool_owner};
+use nodepool_core::pod::BoundPod;
 use operator_kit::NotFoundIsDone;
 use operator_kit::events::EventType;
 use operator_kit::patch::{SpecPatch, StatusPatch, finalizer_removal};
@@ -30,7 +31,7 @@ use crate::provider::Kubelet;
 /// One step of the drain of `node`, deleted at `deleted_at`, with `pods` bound to it.
 pub(super) async fn drain(
     node: &Node,
-    pods: &[Arc<Pod>],
+    pods: &[Arc<BoundPod>],
     deleted_at: &Time,
     kubelet: Option<&dyn Kubelet>,
     ctx: &Context,
@@ -39,7 +40,7 @@ pub(super) async fn drain(
     if !cordon(node, ctx).await? {
         return Ok(Action::await_change());
     }
-    let remaining: Vec<&Arc<Pod>> = pods
+    let remaining: Vec<&Arc<BoundPod>> = pods
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none() && !stays_on_drain(p))
         .collect();
@@ -100,7 +101,7 @@ async fn cordon(node: &Node, ctx: &Context) -> Result<bool, Error> {
 async fn evict(
     ctx: &Context,
     node: &Node,
-    remaining: &[&Arc<Pod>],
+    remaining: &[&Arc<BoundPod>],
     elapsed: Duration,
     force_after: Option<Duration>,
 ) -> Result<Action, Error> {

@@ -15,11 +15,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 use nodepool_core::nodes::{is_ready, pool_of};
+use nodepool_core::pod::BoundPod;
 use operator_kit::controller::{ReconcileError, Reconciler, Runner, RunnerSettings};
 use operator_kit::events::{Event as KubeEvent, EventType, Recorder};
 use operator_kit::watch::hash_of;
@@ -148,9 +149,8 @@ pub fn runner(ctx: Context, settings: &RunnerSettings) -> Runner<Context> {
     let caches = ctx.caches.clone();
     let (for_pods, for_pools) = (caches.clone(), caches.clone());
     Runner::new(ctx, &caches.nodes, node_state, settings)
-        .watches(&caches.pods, pod_state, move |pod: Pod| {
-            let node = pod.spec.as_ref().and_then(|s| s.node_name.clone())?;
-            let node = ObjectRef::<Node>::new(&node);
+        .watches(&caches.pods, pod_state, move |pod: BoundPod| {
+            let node = ObjectRef::<Node>::new(pod.node()?);
             // Pods on nodes that are not this operator's are none of its business.
             for_pods
                 .nodes
@@ -181,11 +181,8 @@ fn node_state(node: &Node) -> u64 {
 }
 
 /// What of a pod: where it is and whether it is on its way out.
-fn pod_state(pod: &Pod) -> u64 {
-    hash_of(&(
-        pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
-        pod.metadata.deletion_timestamp.is_some(),
-    ))
+fn pod_state(pod: &BoundPod) -> u64 {
+    hash_of(&(pod.node(), pod.metadata.deletion_timestamp.is_some()))
 }
 
 async fn reconcile_node(node: &Node, ctx: &Context) -> Result<Action, Error> {

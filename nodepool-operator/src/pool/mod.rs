@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -21,6 +21,7 @@ use nodepool_core::deletions::Deletions;
 use nodepool_core::disruption::{self, Observed};
 use nodepool_core::drain::holds_its_node;
 use nodepool_core::nodes::{is_ready, pool_of};
+use nodepool_core::pod::BoundPod;
 use nodepool_core::quota::Reservations;
 use nodepool_core::status::{Blocker, Disrupting};
 use nodepool_core::template::{hash_of as template_of, template_hash};
@@ -171,9 +172,9 @@ pub fn runner(ctx: Context, settings: &RunnerSettings) -> Runner<Context> {
         .watches(&caches.nodes, node_state, |node: Node| {
             pool_of(&node).map(ObjectRef::<NodePool>::new)
         })
-        .watches(&caches.pods, pod_state, move |pod: Pod| {
+        .watches(&caches.pods, pod_state, move |pod: BoundPod| {
             pod.annotations().get(DO_NOT_DISRUPT_ANNOTATION)?;
-            let node = pod.spec.as_ref()?.node_name.as_deref()?;
+            let node = pod.node()?;
             let node = for_pods.nodes.get(&ObjectRef::new(node))?;
             pool_of(&node).map(ObjectRef::<NodePool>::new)
         })
@@ -204,11 +205,8 @@ fn node_state(node: &Node) -> u64 {
 }
 
 /// What of a pod: whether it holds its node (`do-not-disrupt`, while it runs), and where.
-fn pod_state(pod: &Pod) -> u64 {
-    hash_of(&(
-        pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
-        holds_its_node(pod),
-    ))
+fn pod_state(pod: &BoundPod) -> u64 {
+    hash_of(&(pod.node(), holds_its_node(pod)))
 }
 
 /// Whether the node's drain is blocked, by PodDisruptionBudgets or pods it waits for (its
@@ -263,7 +261,7 @@ async fn reconcile_pool(pool: &NodePool, ctx: &Context) -> Result<Action, Error>
         }
     };
     let hash = template_hash(&pool.spec.template);
-    let pods: Vec<Vec<Arc<Pod>>> = live
+    let pods: Vec<Vec<Arc<BoundPod>>> = live
         .iter()
         .map(|n| ctx.caches.pods_on(&n.name_any()))
         .collect();

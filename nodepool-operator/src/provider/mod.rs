@@ -6,8 +6,9 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use kube::runtime::reflector::Store;
+use nodepool_core::pod::BoundPod;
 use shared_crd::NodePool;
 
 pub mod virtual_kubelet;
@@ -103,7 +104,7 @@ pub trait Kubelet: Send + Sync {
     fn sync_pods<'a>(
         &'a self,
         node: &'a Node,
-        pods: &'a [Arc<Pod>],
+        pods: &'a [Arc<BoundPod>],
     ) -> BoxFuture<'a, Result<(), KubeletError>>;
 
     /// A kubelet's last acts on a drained node: nothing may run on it any more (DaemonSet
@@ -111,7 +112,7 @@ pub trait Kubelet: Send + Sync {
     fn release<'a>(
         &'a self,
         node: &'a Node,
-        pods: &'a [Arc<Pod>],
+        pods: &'a [Arc<BoundPod>],
     ) -> BoxFuture<'a, Result<(), KubeletError>>;
 
     /// The heartbeats of the nodes of `nodes` this kubelet runs, until the process ends.

@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 use nodepool_core::nodes::is_ready;
+use nodepool_core::pod::BoundPod;
 use operator_kit::NotFoundIsDone;
 use shared_crd::{NODE_LEASE_NAMESPACE, NodePool};
 use tokio::sync::Semaphore;
@@ -137,7 +138,7 @@ impl Kubelet for VirtualProvider {
     fn sync_pods<'a>(
         &'a self,
         node: &'a Node,
-        pods: &'a [Arc<Pod>],
+        pods: &'a [Arc<BoundPod>],
     ) -> BoxFuture<'a, Result<(), KubeletError>> {
         Box::pin(async move {
             // A kubelet's last step for a pod being deleted: there are no containers to stop.
@@ -151,7 +152,7 @@ impl Kubelet for VirtualProvider {
             // Its first step: a pod bound to a Ready node runs (no containers to pull). The
             // node's pods are reported together (within the kubelet's budget), each once.
             if node.metadata.deletion_timestamp.is_none() && is_ready(node) {
-                let starting: Vec<&Arc<Pod>> = pods
+                let starting: Vec<&Arc<BoundPod>> = pods
                     .iter()
                     .filter(|p| needs_start(p) && !self.reported.pending(p))
                     .collect();
@@ -181,7 +182,7 @@ impl Kubelet for VirtualProvider {
     fn release<'a>(
         &'a self,
         node: &'a Node,
-        pods: &'a [Arc<Pod>],
+        pods: &'a [Arc<BoundPod>],
     ) -> BoxFuture<'a, Result<(), KubeletError>> {
         Box::pin(async move {
             for pod in pods {
@@ -209,12 +210,12 @@ impl Kubelet for VirtualProvider {
 
 impl VirtualProvider {
     /// Reports `pod` Running on `node`, within the kubelet's budget of requests in flight.
-    async fn start(&self, pod: &Pod, node: &Node) -> Result<(), kube::Error> {
+    async fn start(&self, pod: &BoundPod, node: &Node) -> Result<(), kube::Error> {
         let _permit = self.in_flight.acquire().await.expect("never closed");
         pods::start(&self.client, pod, node).await
     }
 
-    async fn finish(&self, pod: &Pod) -> Result<(), KubeletError> {
+    async fn finish(&self, pod: &BoundPod) -> Result<(), KubeletError> {
         let _permit = self.in_flight.acquire().await.expect("never closed");
         pods::finish(&self.client, pod)
             .await

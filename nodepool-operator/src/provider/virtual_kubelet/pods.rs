@@ -16,16 +16,14 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use nodepool_core::naming::fnv1a;
+use nodepool_core::pod::BoundPod;
 use operator_kit::NotFoundIsDone;
 use operator_kit::patch::StatusPatch;
 
 /// Whether `pod` waits for its kubelet: bound, not on its way out, not started or ended.
-pub fn needs_start(pod: &Pod) -> bool {
+pub fn needs_start(pod: &BoundPod) -> bool {
     pod.metadata.deletion_timestamp.is_none()
-        && !matches!(
-            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-            Some("Running" | "Succeeded" | "Failed")
-        )
+        && !matches!(pod.phase(), Some("Running" | "Succeeded" | "Failed"))
 }
 
 /// A stable pod IP from the pod's uid, in 10.244.0.0/16 (kwok's default pod CIDR); a
@@ -47,7 +45,7 @@ fn host_ip(node: &Node) -> Option<String> {
 }
 
 /// The status a kubelet reports for a pod whose containers all started at `now`.
-pub fn running_status(pod: &Pod, node: &Node, now: Timestamp) -> StatusPatch<PodStatus> {
+pub fn running_status(pod: &BoundPod, node: &Node, now: Timestamp) -> StatusPatch<PodStatus> {
     let now = Time(now);
     let ip = pod_ip(pod.metadata.uid.as_deref().unwrap_or_default());
     let condition = |type_: &str| PodCondition {
@@ -58,8 +56,8 @@ pub fn running_status(pod: &Pod, node: &Node, now: Timestamp) -> StatusPatch<Pod
     };
     let containers = pod
         .spec
+        .containers
         .iter()
-        .flat_map(|s| &s.containers)
         .map(|c| ContainerStatus {
             name: c.name.clone(),
             image: c.image.clone().unwrap_or_default(),
@@ -95,7 +93,7 @@ pub fn running_status(pod: &Pod, node: &Node, now: Timestamp) -> StatusPatch<Pod
 }
 
 /// Reports `pod` Running on `node`.
-pub async fn start(client: &Client, pod: &Pod, node: &Node) -> Result<(), kube::Error> {
+pub async fn start(client: &Client, pod: &BoundPod, node: &Node) -> Result<(), kube::Error> {
     let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
     let patch = running_status(pod, node, Timestamp::now());
     api.patch_status(
@@ -110,7 +108,7 @@ pub async fn start(client: &Client, pod: &Pod, node: &Node) -> Result<(), kube::
 
 /// Removes `pod` at once (grace period 0): what the kubelet does once a pod's containers
 /// have stopped. A virtual node has no containers to stop.
-pub async fn finish(client: &Client, pod: &Pod) -> Result<(), kube::Error> {
+pub async fn finish(client: &Client, pod: &BoundPod) -> Result<(), kube::Error> {
     let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
     api.delete(&pod.name_any(), &DeleteParams::default().grace_period(0))
         .await
@@ -134,7 +132,7 @@ const PRUNE_AT: usize = 4096;
 impl Reported {
     /// Whether `pod`, as cached, is the copy a report was made from: the report is on its
     /// way to the cache.
-    pub fn pending(&self, pod: &Pod) -> bool {
+    pub fn pending(&self, pod: &BoundPod) -> bool {
         let uid = pod.metadata.uid.as_deref().unwrap_or_default();
         let mut reported = self.0.lock().expect("not poisoned");
         let Some((from, at)) = reported.get(uid) else {
@@ -148,7 +146,7 @@ impl Reported {
     }
 
     /// Remembers that `pod`, as cached, was reported Running.
-    pub fn sent(&self, pod: &Pod) {
+    pub fn sent(&self, pod: &BoundPod) {
         let mut reported = self.0.lock().expect("not poisoned");
         if reported.len() >= PRUNE_AT {
             reported.retain(|_, (_, at)| at.elapsed() <= REPORTED_TTL);
@@ -161,7 +159,7 @@ impl Reported {
 }
 
 /// `namespace/name`, for messages.
-pub fn key(pod: &Pod) -> String {
+pub fn key(pod: &BoundPod) -> String {
     format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
 }
 
@@ -170,7 +168,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn pod(phase: Option<&str>) -> Pod {
+    fn pod(phase: Option<&str>) -> BoundPod {
         serde_json::from_value(json!({
             "metadata": {"name": "web", "namespace": "default", "uid": "1234"},
             "spec": {"nodeName": "n", "containers": [
