@@ -93,8 +93,9 @@ bench-envelope: assets ## N pods onto one pool: onto nodes that exist (the limit
 	target/release/envelope-bench --bin-dir target/release --results results $(BENCH_ENVELOPE_ARGS)
 
 .PHONY: bench-decision
-bench-decision: ## One autoscaler decision (demand and packing) from 1,000 to 100,000 pods, no API server
+bench-decision: ## One autoscaler decision (demand and packing) from 1,000 to 100,000 pods, and the heap per cached pod, no API server
 	$(CARGO) bench -q -p autoscaler-core --bench decision
+	$(CARGO) run -q --release -p tools --bin cache-bytes
 
 .PHONY: images
 images: ## Build one image per operator: FROM scratch, static binary (needs a Docker engine; IMAGE_BINARY=compile|prebuilt|auto)

@@ -251,12 +251,8 @@ mod tests {
     #[test]
     fn a_pod_no_node_of_the_pool_can_run_is_no_demand_and_is_named() {
         let mut wrong_selector = pending("elsewhere", "1", "1Gi");
-        wrong_selector
-            .spec
-            .node_selector
-            .as_mut()
-            .unwrap()
-            .insert("disk".into(), "ssd".into());
+        wrong_selector.spec.node_selector =
+            Some([(POOL_LABEL, "a"), ("disk", "ssd")].into_iter().collect());
         let mut intolerant = pending("intolerant", "1", "1Gi");
         intolerant.spec.tolerations.clear();
         let named = [

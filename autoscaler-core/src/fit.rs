@@ -65,8 +65,8 @@ const STATE_TAINTS: &str = "node.kubernetes.io/";
 pub fn mismatch(pod: &PodView, shape: &Shape) -> Option<String> {
     let labels = &shape.labels;
     if let Some(selector) = &pod.spec.node_selector {
-        for (key, value) in selector {
-            if labels.get(key) != Some(value) {
+        for (key, value) in selector.iter() {
+            if labels.get(key).map(String::as_str) != Some(value) {
                 return Some(format!(
                     "node selector {key}={value} does not match the pool's nodes"
                 ));

@@ -3,7 +3,8 @@
 //! The autoscaler caches every unfinished pod of the cluster, and reads of each only what
 //! scheduling decides by and what demand is made of: the node it is bound to, the scheduler's
 //! verdict (`PodScheduled`), its node selector, required node affinity and tolerations, its
-//! containers' requests, its phase and its deletion. `PodView` is a
+//! containers' cpu and memory requests (summed as they are read), its phase and its
+//! deletion. `PodView` is a
 //! `Pod` narrowed to those fields: the watch deserialises into it, so serde skips the rest
 //! of the JSON and nothing else is ever allocated or cached. A k8s-openapi `Pod`, even with
 //! every field but those emptied, keeps a slot for every optional field of `PodSpec`,
@@ -34,10 +35,15 @@ pub struct PodView {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PodViewSpec {
-    #[serde(default)]
-    pub containers: Vec<ContainerView>,
+    /// What the containers request, summed as they are read (see [`Requests`]).
+    #[serde(
+        rename(deserialize = "containers"),
+        default,
+        deserialize_with = "summed_requests"
+    )]
+    pub requests: Requests,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_selector: Option<BTreeMap<String, String>>,
+    pub node_selector: Option<Pairs>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<AffinityView>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -47,17 +53,96 @@ pub struct PodViewSpec {
     pub node_name: Option<String>,
 }
 
-/// A container's requests; its name, image and everything else are not read.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-pub struct ContainerView {
-    #[serde(default)]
-    pub resources: ResourcesView,
+/// What a pod's containers request, summed: CPU in cores, memory in bytes (init
+/// containers are not counted, as the scheduler counts the larger of the two and demand
+/// counts the containers). Summed once, as the pod is read: a cache of the containers'
+/// `requests` maps held a vector and a map per pod, and every decision parsed them again.
+/// A quantity that does not parse counts as nothing, as the API server never lets one in.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
+pub struct Requests {
+    pub cpu: f64,
+    pub memory: f64,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-pub struct ResourcesView {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requests: Option<BTreeMap<String, Quantity>>,
+/// The containers as [`summed_requests`] reads them: their cpu and memory requests only.
+#[derive(Deserialize)]
+struct ContainerRequests {
+    #[serde(default)]
+    resources: ResourceRequests,
+}
+
+#[derive(Default, Deserialize)]
+struct ResourceRequests {
+    #[serde(default)]
+    requests: Option<CpuMemory>,
+}
+
+#[derive(Deserialize)]
+struct CpuMemory {
+    #[serde(default)]
+    cpu: Option<Quantity>,
+    #[serde(default)]
+    memory: Option<Quantity>,
+}
+
+fn summed_requests<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Requests, D::Error> {
+    let containers = Vec::<ContainerRequests>::deserialize(d)?;
+    let parse = |q: &Option<Quantity>| {
+        q.as_ref()
+            .and_then(|q| shared_crd::quantity::parse(&q.0))
+            .unwrap_or(0.0)
+    };
+    let mut sum = Requests::default();
+    for r in containers
+        .iter()
+        .filter_map(|c| c.resources.requests.as_ref())
+    {
+        sum.cpu += parse(&r.cpu);
+        sum.memory += parse(&r.memory);
+    }
+    Ok(sum)
+}
+
+/// A string map held as a sorted slice of pairs: a node selector has one or two entries,
+/// and a `BTreeMap` of one allocates a node for eleven. Reads as a map; serialises as one.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Pairs(Box<[(String, String)]>);
+
+impl Pairs {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|(k, _)| k.as_str().cmp(key))
+            .ok()
+            .map(|i| self.0[i].1.as_str())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Pairs {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(pairs: I) -> Self {
+        let map: BTreeMap<String, String> = pairs
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        Self(map.into_iter().collect())
+    }
+}
+
+impl<'de> Deserialize<'de> for Pairs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(BTreeMap::<String, String>::deserialize(d)?
+            .into_iter()
+            .collect())
+    }
+}
+
+impl Serialize for Pairs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
 }
 
 /// The required node affinity; preferred terms and pod (anti-)affinity are not read.
@@ -155,7 +240,9 @@ mod tests {
                 "containers": [
                     {"name": "app", "image": "web:1", "env": [{"name": "A", "value": "1"}],
                      "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1"}}},
-                    {"name": "sidecar", "image": "proxy:1"}],
+                    {"name": "sidecar", "image": "proxy:1",
+                     "resources": {"requests": {"cpu": "250m", "memory": "64Mi", "example.com/gpu": "1"}}},
+                    {"name": "idle", "image": "idle:1"}],
                 "volumes": [{"name": "data", "emptyDir": {}}],
                 "tolerations": [{"key": "k", "operator": "Exists"}]
             },
@@ -176,11 +263,22 @@ mod tests {
         assert_eq!(view.metadata.uid.as_deref(), Some("u1"));
         assert_eq!(view.metadata.labels, None);
         assert_eq!(view.metadata.owner_references, None);
-        assert_eq!(view.spec.containers.len(), 2);
-        let requests = view.spec.containers[0].resources.requests.as_ref().unwrap();
-        assert_eq!(requests["cpu"].0, "500m");
-        assert_eq!(requests["memory"].0, "1Gi");
-        assert_eq!(view.spec.containers[1].resources.requests, None);
+        // Both containers' requests, summed (the sidecar asks nothing); limits are not read.
+        assert_eq!(
+            view.spec.requests,
+            Requests {
+                cpu: 0.75,
+                memory: 1024.0 * 1024.0 * 1024.0 + 64.0 * 1024.0 * 1024.0
+            }
+        );
+        assert_eq!(
+            view.spec
+                .node_selector
+                .as_ref()
+                .unwrap()
+                .get("nodepool.dev/pool"),
+            Some("a")
+        );
         let required = view
             .spec
             .affinity
@@ -203,8 +301,7 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&view.spec).unwrap(),
             json!({
-                "containers": [{"resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}},
-                               {"resources": {}}],
+                "requests": {"cpu": 0.75, "memory": 1140850688.0},
                 "nodeSelector": {"nodepool.dev/pool": "a"},
                 "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
                     {"nodeSelectorTerms": [{"matchExpressions": [
@@ -248,7 +345,7 @@ mod tests {
         // The struct alone, before any string or map: what every cached object costs.
         let pod = std::mem::size_of::<Pod>()
             + std::mem::size_of::<k8s_openapi::api::core::v1::Container>();
-        let view = std::mem::size_of::<PodView>() + std::mem::size_of::<ContainerView>();
+        let view = std::mem::size_of::<PodView>();
         assert!(view * 3 < pod, "view {view} B, pod {pod} B");
     }
 }

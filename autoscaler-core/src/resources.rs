@@ -30,25 +30,15 @@ pub fn is_active(pod: &PodView) -> bool {
         && !matches!(phase, Some("Succeeded") | Some("Failed"))
 }
 
-/// The requests of one pod (its containers' requests; init containers are not counted).
+/// The requests of one pod (its containers' requests, summed as the pod was read; init
+/// containers are not counted).
 pub fn pod_demand(pod: &PodView) -> Demand {
-    let mut d = Demand {
+    let r = pod.spec.requests;
+    Demand {
+        cpu: r.cpu,
+        memory: r.memory,
         pods: 1.0,
-        ..Default::default()
-    };
-    for c in &pod.spec.containers {
-        if let Some(r) = &c.resources.requests {
-            d.cpu += r
-                .get("cpu")
-                .and_then(|q| shared_crd::quantity::parse(&q.0))
-                .unwrap_or(0.0);
-            d.memory += r
-                .get("memory")
-                .and_then(|q| shared_crd::quantity::parse(&q.0))
-                .unwrap_or(0.0);
-        }
     }
-    d
 }
 
 /// Why a pod asking `d` can run on no node of the pool, if it asks one resource for more

@@ -9,13 +9,10 @@ use kube_core::{ResourceExt, Status};
 use shared_crd::DO_NOT_DISRUPT_ANNOTATION;
 
 use crate::nodes::is_ready;
-use crate::pod::BoundPod;
+use crate::pod::{BoundPod, MIRROR_POD};
 
 /// The cause the API server gives when a PodDisruptionBudget refuses an eviction.
 const DISRUPTION_BUDGET_CAUSE: &str = "DisruptionBudget";
-
-/// Annotation the kubelet puts on a mirror pod (a static pod's API copy).
-const MIRROR_POD: &str = "kubernetes.io/config.mirror";
 
 /// How often a drain that budgets block tries again (`kubectl drain` tries every 5 s).
 pub const EVICTION_RETRY: Duration = Duration::from_secs(10);
@@ -27,11 +24,7 @@ const MESSAGE_LIMIT: usize = 1024;
 /// Whether a drain leaves `pod` alone: a DaemonSet's pod (it would come straight back)
 /// or a mirror pod (the API cannot delete a static pod).
 pub fn stays_on_drain(pod: &BoundPod) -> bool {
-    pod.annotations().contains_key(MIRROR_POD)
-        || pod
-            .owner_references()
-            .iter()
-            .any(|r| r.kind == "DaemonSet" && r.controller == Some(true))
+    pod.annotations().contains_key(MIRROR_POD) || pod.daemon_set
 }
 
 /// A pod that keeps its node out of voluntary disruptions: `nodepool.dev/do-not-disrupt:
@@ -129,17 +122,23 @@ pub fn next_try(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{APIResource, OwnerReference};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{APIResource, ObjectMeta, OwnerReference};
     use serde_json::json;
 
     fn owned_by(kind: &str) -> BoundPod {
-        let mut pod = BoundPod::default();
-        pod.metadata.owner_references = Some(vec![OwnerReference {
+        let owner = OwnerReference {
             kind: kind.into(),
             controller: Some(true),
             ..Default::default()
-        }]);
-        pod
+        };
+        crate::pod::narrowed(
+            ObjectMeta {
+                owner_references: Some(vec![owner]),
+                ..Default::default()
+            },
+            Default::default(),
+            Default::default(),
+        )
     }
 
     fn core_with(eviction: Option<(&str, &str)>) -> APIResourceList {

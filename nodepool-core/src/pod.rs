@@ -12,16 +12,67 @@
 //! status patch, a drain an Eviction, addressed by name).
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
+use shared_crd::DO_NOT_DISRUPT_ANNOTATION;
 
-/// A bound Pod, narrowed to what a drain and a kubelet read. Read-only.
+/// Annotation the kubelet puts on a mirror pod (a static pod's API copy).
+pub const MIRROR_POD: &str = "kubernetes.io/config.mirror";
+
+/// A bound Pod, narrowed to what a drain and a kubelet read, as it is read (see
+/// [`narrowed`]). Read-only.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(from = "WirePod")]
 pub struct BoundPod {
-    #[serde(default)]
     pub metadata: ObjectMeta,
-    #[serde(default)]
     pub spec: BoundPodSpec,
-    #[serde(default)]
     pub status: BoundPodStatus,
+    /// A DaemonSet controls the pod (read off its owners, which are not kept).
+    pub daemon_set: bool,
+}
+
+/// The fields of a Pod that [`BoundPod`] is made from, as the API server sends them.
+#[derive(Deserialize)]
+struct WirePod {
+    #[serde(default)]
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: BoundPodSpec,
+    #[serde(default)]
+    status: BoundPodStatus,
+}
+
+impl From<WirePod> for BoundPod {
+    fn from(wire: WirePod) -> Self {
+        narrowed(wire.metadata, wire.spec, wire.status)
+    }
+}
+
+/// A [`BoundPod`] of these parts. Of the metadata, it keeps what a drain and the
+/// disruption plan read: name, namespace, uid, resourceVersion, creation and deletion, and
+/// two annotations ([`MIRROR_POD`], `do-not-disrupt`). The owners become
+/// [`BoundPod::daemon_set`]; managed fields, labels, finalizers and the rest go.
+pub fn narrowed(mut metadata: ObjectMeta, spec: BoundPodSpec, status: BoundPodStatus) -> BoundPod {
+    let daemon_set = metadata
+        .owner_references
+        .take()
+        .unwrap_or_default()
+        .iter()
+        .any(|r| r.kind == "DaemonSet" && r.controller == Some(true));
+    metadata.managed_fields = None;
+    metadata.labels = None;
+    metadata.finalizers = None;
+    metadata.generate_name = None;
+    if let Some(annotations) = metadata.annotations.as_mut() {
+        annotations.retain(|k, _| k == MIRROR_POD || k == DO_NOT_DISRUPT_ANNOTATION);
+        if annotations.is_empty() {
+            metadata.annotations = None;
+        }
+    }
+    BoundPod {
+        metadata,
+        spec,
+        status,
+        daemon_set,
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -75,7 +126,9 @@ mod tests {
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "web-1", "namespace": "shop", "uid": "u1",
                 "resourceVersion": "7",
-                "annotations": {"nodepool.dev/do-not-disrupt": "true"},
+                "generateName": "web-", "labels": {"app": "web"},
+                "annotations": {"nodepool.dev/do-not-disrupt": "true", "other": "x"},
+                "managedFields": [{"manager": "kubectl", "operation": "Update"}],
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet",
                     "name": "agent", "uid": "ds", "controller": true}],
                 "deletionTimestamp": "2026-11-24T12:00:00Z"},
@@ -92,13 +145,18 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(view.metadata.name.as_deref(), Some("web-1"));
+        assert_eq!(view.metadata.labels, None);
+        assert_eq!(view.metadata.managed_fields, None);
+        assert_eq!(view.metadata.generate_name, None);
+        assert_eq!(
+            view.metadata.annotations,
+            Some([(DO_NOT_DISRUPT_ANNOTATION.to_owned(), "true".to_owned())].into())
+        );
         assert_eq!(view.metadata.uid.as_deref(), Some("u1"));
         assert_eq!(view.metadata.resource_version.as_deref(), Some("7"));
         assert!(view.metadata.deletion_timestamp.is_some());
-        assert_eq!(
-            view.metadata.owner_references.as_ref().unwrap()[0].kind,
-            "DaemonSet"
-        );
+        assert!(view.daemon_set, "read off the owners");
+        assert_eq!(view.metadata.owner_references, None, "which are not kept");
         assert_eq!(view.node(), Some("general-abc"));
         assert_eq!(view.phase(), Some("Pending"));
         assert_eq!(

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, NodeStatus};
 use operator_kit::watch::{Cache, Index, Watch, Watches, trim_metadata};
-use shared_crd::{Autoscaler, DO_NOT_DISRUPT_ANNOTATION, NodePool, POOL_LABEL};
+use shared_crd::{Autoscaler, NodePool, POOL_LABEL};
 
 use nodepool_core::nodes::pool_of;
 use nodepool_core::pod::BoundPod;
@@ -43,12 +43,7 @@ impl Caches {
             ),
             nodes_by_pool,
             // Only pods bound to a node: the ones a drain or a kubelet deals with.
-            pods: watches.add(
-                Watch::all()
-                    .fields("spec.nodeName!=")
-                    .trim(trim_pod)
-                    .index(&pods_by_node),
-            ),
+            pods: watches.add(Watch::all().fields("spec.nodeName!=").index(&pods_by_node)),
             pods_by_node,
             autoscalers: watches.add(Watch::all().index(&autoscalers_by_pool)),
             autoscalers_by_pool,
@@ -80,16 +75,5 @@ fn trim_node(node: &mut Node) {
             conditions: status.conditions.take(),
             ..Default::default()
         };
-    }
-}
-
-/// Of a [`BoundPod`]'s metadata, keeps what a drain and the disruption plan read: owners,
-/// deletion, and two annotations (`kubernetes.io/config.mirror`, `do-not-disrupt`).
-fn trim_pod(pod: &mut BoundPod) {
-    trim_metadata(pod);
-    pod.metadata.labels = None;
-    if let Some(annotations) = pod.metadata.annotations.as_mut() {
-        annotations
-            .retain(|k, _| k == "kubernetes.io/config.mirror" || k == DO_NOT_DISRUPT_ANNOTATION);
     }
 }
