@@ -62,8 +62,9 @@ impl Caches {
 }
 
 /// Keeps of a Node what this operator reads: metadata, unschedulable, providerID,
-/// conditions. Images, node info and addresses are most of a Node and are not read.
-fn trim_node(node: &mut Node) {
+/// conditions. Images, node info and addresses are most of a Node and are not read. Also
+/// applied to the Nodes that creates return (see `pool::act`).
+pub fn trim_node(node: &mut Node) {
     trim_metadata(node);
     if let Some(spec) = node.spec.as_mut() {
         spec.taints = None;

@@ -19,6 +19,7 @@ use operator_kit::NotFoundIsDone;
 use shared_crd::{DisruptionReason, NodePool, TEMPLATE_HASH_ANNOTATION};
 
 use super::{Context, Error};
+use crate::caches::trim_node;
 use crate::provider::Created;
 
 /// Node creates or deletes of one reconcile in flight at once. The client speaks HTTP/1.1,
@@ -160,8 +161,20 @@ fn plan_growth(
 /// Creates the nodes `names`, [`WRITES_IN_FLIGHT`] at a time. A name that exists already is no new node: no
 /// event, not counted. The first failure becomes the pool's `ProviderError`; a failed
 /// name frees its quota reservation.
+///
+/// Each Node a create returns is trimmed as the cache trims it, as soon as it comes: the
+/// status reads the new nodes with the cached ones, and a whole Node (its managedFields
+/// are a tree of maps) held until the last create of a big scale-up was most of this
+/// operator's heap at its peak (heaptrack: about 17 of 44.5 MB for 2,000 nodes).
 async fn create_nodes(pool: &NodePool, ctx: &Context, names: Vec<String>, acted: &mut Acted) {
-    let results = bounded(names.iter().map(|n| ctx.provider.create(pool, n)).collect()).await;
+    let creates = names.iter().map(|n| async move {
+        let mut created = ctx.provider.create(pool, n).await;
+        if let Ok(Created::New(node)) = &mut created {
+            trim_node(node);
+        }
+        created
+    });
+    let results = bounded(creates.collect()).await;
     for (name, result) in names.into_iter().zip(results) {
         match result {
             Ok(Created::New(node)) => acted.created.push(*node),
