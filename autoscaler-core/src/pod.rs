@@ -263,7 +263,8 @@ mod tests {
         assert_eq!(view.metadata.uid.as_deref(), Some("u1"));
         assert_eq!(view.metadata.labels, None);
         assert_eq!(view.metadata.owner_references, None);
-        // Both containers' requests, summed (the sidecar asks nothing); limits are not read.
+        // The containers' cpu and memory requests, summed (the idle one asks nothing); limits
+        // and other resources are not read.
         assert_eq!(
             view.spec.requests,
             Requests {

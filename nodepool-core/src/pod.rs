@@ -2,8 +2,8 @@
 //!
 //! nodepool-operator caches every pod bound to a node, and reads of each only what a
 //! drain, the disruption plan and the kubelet's part of a virtual node need: its name,
-//! namespace, uid and resourceVersion; its owners (a DaemonSet's pod stays on a drain);
-//! its deletion; two annotations (mirror pod, `do-not-disrupt`); its node; its
+//! namespace, uid and resourceVersion; whether a DaemonSet owns it (such a pod stays on
+//! a drain); its deletion; two annotations (mirror pod, `do-not-disrupt`); its node; its
 //! containers' names and images (the kubelet reports them running); its phase.
 //! `BoundPod` is a Pod narrowed to those fields (see [`shared_crd::view`]): at 10,000
 //! pods, the trimmed k8s-openapi `Pod` it replaces was about 4.4 KB a pod (docs/scale.md).
@@ -50,7 +50,11 @@ impl From<WirePod> for BoundPod {
 /// disruption plan read: name, namespace, uid, resourceVersion, creation and deletion, and
 /// two annotations ([`MIRROR_POD`], `do-not-disrupt`). The owners become
 /// [`BoundPod::daemon_set`]; managed fields, labels, finalizers and the rest go.
-pub fn narrowed(mut metadata: ObjectMeta, spec: BoundPodSpec, status: BoundPodStatus) -> BoundPod {
+pub(crate) fn narrowed(
+    mut metadata: ObjectMeta,
+    spec: BoundPodSpec,
+    status: BoundPodStatus,
+) -> BoundPod {
     let daemon_set = metadata
         .owner_references
         .take()
