@@ -25,24 +25,19 @@ use operator_kit::{WriteError, Writer};
 use shared_crd::{Autoscaler, ScaleEvent};
 
 use crate::caches::Caches;
+use pacing::{Pacing, Turn};
 
 mod act;
 mod observe;
+mod pacing;
 mod report;
 mod triggers;
 
+pub use pacing::{DECISION_INTERVAL, SETTLE};
 pub use triggers::runner;
 
 /// Controller name in metrics and logs.
 pub const CONTROLLER: &str = "autoscaler";
-
-/// The least time between two decisions for one Autoscaler. Every pod event of a pool
-/// can trigger a reconcile, and a decision reads all of the pool's pods: without a
-/// floor, 10,000 pods arriving make thousands of decisions and as many `spec.replicas`
-/// writes. With it, a burst coalesces: the events within an interval make one decision,
-/// at its end, which counts every pod that arrived meanwhile (Karpenter batches the same
-/// way, but waits for 1 s without a new pod, up to 10 s; a floor bounds the wait at 1 s).
-pub const DECISION_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Behaviour knobs (from flags).
 #[derive(Clone, Debug)]
@@ -63,9 +58,9 @@ pub struct Context {
     /// The list of changes this process last wrote, by Autoscaler uid: the server has it,
     /// the cache may not show it yet (the later of the two counts).
     recorded: Mutex<HashMap<String, Vec<ScaleEvent>>>,
-    /// When each Autoscaler was last decided, by uid, for [`DECISION_INTERVAL`]. Lost on a
-    /// restart, which only lets the first decision come sooner.
-    decided: Mutex<HashMap<String, Instant>>,
+    /// When each Autoscaler may be decided next ([`pacing`]). Lost on a restart, which
+    /// only lets the first decision come sooner.
+    pacing: Mutex<Pacing>,
     started: Instant,
 }
 
@@ -125,8 +120,8 @@ async fn reconcile_autoscaler(a: &Autoscaler, ctx: &Context) -> Result<Action, E
         .as_deref()
         .ok_or(Error::MissingObjectKey(".metadata.uid"))?;
     let started = Instant::now();
-    if let Some(wait) = ctx.too_soon(uid, started) {
-        // The events until then join the decision at the end of the interval.
+    if let Turn::Wait(wait) = ctx.pacing().turn(uid, started) {
+        // The events until then join the decision it waits for.
         return Ok(Action::requeue(wait));
     }
     let observed = match observe::observe(a, &ctx.caches) {
@@ -164,7 +159,7 @@ async fn reconcile_autoscaler(a: &Autoscaler, ctx: &Context) -> Result<Action, E
     }
     // Only a decision whose writes were made holds the next one back: a failed write (a
     // 409 with the lazy strategy) is decided again at once.
-    ctx.decided_at(uid, started);
+    ctx.pacing().decided(uid, started);
     let requeue = decision
         .recheck_in_seconds
         .map(|s| Duration::from_secs(s.max(1) as u64))
@@ -189,7 +184,7 @@ impl Context {
             settings,
             history: Mutex::default(),
             recorded: Mutex::default(),
-            decided: Mutex::default(),
+            pacing: Mutex::default(),
             started: Instant::now(),
         }
     }
@@ -217,10 +212,7 @@ impl Context {
                 .lock()
                 .expect("not poisoned")
                 .retain(|uid, _| live.contains(uid));
-            self.decided
-                .lock()
-                .expect("not poisoned")
-                .retain(|uid, _| live.contains(uid));
+            self.pacing().retain(&live);
         }
         let past = history.recommendations(uid, keep, current, now);
         let changes = status::changes(a, &self.remembered(uid));
@@ -239,20 +231,8 @@ impl Context {
         decision
     }
 
-    /// Notes that `uid` was decided at `at`, and its writes made.
-    fn decided_at(&self, uid: &str, at: Instant) {
-        self.decided
-            .lock()
-            .expect("not poisoned")
-            .insert(uid.to_owned(), at);
-    }
-
-    /// How long until `uid` may be decided again, if it was decided less than
-    /// [`DECISION_INTERVAL`] before `now`.
-    fn too_soon(&self, uid: &str, now: Instant) -> Option<Duration> {
-        let decided = self.decided.lock().expect("not poisoned");
-        let next = *decided.get(uid)? + DECISION_INTERVAL;
-        (next > now).then(|| next - now)
+    fn pacing(&self) -> std::sync::MutexGuard<'_, Pacing> {
+        self.pacing.lock().expect("not poisoned")
     }
 
     /// The changes this process recorded for `uid`.
