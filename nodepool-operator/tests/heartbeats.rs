@@ -1,5 +1,5 @@
-//! Heartbeats as the kubelet does them: each virtual node's Lease is renewed while the
-//! Node itself is not written; and a condition another manager owns on a NodePool is
+//! Heartbeats as the kubelet does them: each virtual node's Lease is made with one
+//! request and renewed while the Node itself is not written; and a condition another manager owns on a NodePool is
 //! never taken over or removed. Own binary: Lease renewals every second.
 mod support;
 
@@ -13,6 +13,7 @@ use serde_json::json;
 use shared_crd::NodePool;
 use shared_crd::condition::find;
 use support::{Running, converged_pools, fast_config, nodes_of, operator};
+use test_support::requests::apiserver_requests_answered;
 use test_support::{eventually, shared};
 
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -103,6 +104,44 @@ async fn node_leases_are_renewed_and_node_status_is_not_rewritten() {
             node.name_any()
         );
     }
+}
+
+#[tokio::test]
+async fn a_new_nodes_lease_is_made_with_one_request_not_a_renewal_that_finds_none() {
+    running();
+    let client = client().await;
+    let pools: Api<NodePool> = Api::all(client.clone());
+    let nodes: Api<Node> = Api::all(client.clone());
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let not_found = || async {
+        let answered = apiserver_requests_answered(&client, 404).await.unwrap();
+        answered
+            .get(&("PATCH".to_owned(), "leases".to_owned()))
+            .copied()
+            .unwrap_or(0)
+    };
+    let before = not_found().await;
+    let names = converged_pools(&pools, &nodes, "newlease", 2, 2).await;
+    let mut pool_nodes = Vec::new();
+    for name in &names {
+        pool_nodes.extend(nodes_of(&nodes, name).await);
+    }
+    eventually("a Lease per new node", CONVERGE, || async {
+        for node in &pool_nodes {
+            let lease = leases.get_opt(&node.name_any()).await;
+            if !matches!(lease, Ok(Some(_))) {
+                return Err(format!("no Lease for {}", node.name_any()));
+            }
+        }
+        Ok(())
+    })
+    .await;
+    // Renewals (every second here) go on while this counts: each finds its Lease.
+    assert_eq!(
+        not_found().await - before,
+        0,
+        "renewals sent for Leases that did not exist yet"
+    );
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ pub mod docker;
 pub mod fixtures;
 pub mod process;
 pub mod proxy;
+pub mod requests;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -36,6 +36,11 @@ use super::node::{is_virtual, ready_condition};
 /// time; every extra one in flight is a connection with buffers of its own.
 const CONCURRENCY: usize = 8;
 
+/// How much older than one renewal interval a node this process has not beaten yet may
+/// be and still count as new (no Lease yet): its `creationTimestamp` is to the second,
+/// and the cache and the once-a-second tick add up to a second more.
+const NEW_NODE_SLACK: Duration = Duration::from_secs(2);
+
 /// The heartbeat task.
 pub(super) struct Heartbeats {
     leases: Api<Lease>,
@@ -46,8 +51,18 @@ pub(super) struct Heartbeats {
 
 #[derive(Debug, PartialEq)]
 enum Beat {
-    Lease(String, Option<String>),
+    Lease(String, Option<String>, LeaseBeat),
     Status(String, NodeCondition),
+}
+
+/// Which request a Lease beat sends first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LeaseBeat {
+    /// The first beat of a node made a moment ago: its Lease is not there yet, so it is
+    /// created (a renewal would be a 404 for every new node).
+    Create,
+    /// A renewal; the Lease is created if it is not there (someone deleted it).
+    Renew,
 }
 
 /// When each node's next beats are due. What it remembers only paces requests: a restart
@@ -86,6 +101,7 @@ impl Schedule {
             // A node made a moment ago gets its Lease at once, as a starting kubelet
             // makes it; the nodes a restart finds are spread over one interval, so the
             // restart sends no burst.
+            let mut kind = LeaseBeat::Renew;
             let due = self.lease_due.entry(name.clone()).or_insert_with(|| {
                 let age = node
                     .metadata
@@ -93,7 +109,8 @@ impl Schedule {
                     .as_ref()
                     .and_then(|t| Duration::try_from(wall.duration_since(t.0)).ok())
                     .unwrap_or(Duration::MAX);
-                if age < every {
+                if age < every + NEW_NODE_SLACK {
+                    kind = LeaseBeat::Create;
                     now
                 } else {
                     now + every.mul_f64((fnv1a(name.as_bytes()) % 1000) as f64 / 1000.0)
@@ -101,7 +118,7 @@ impl Schedule {
             });
             if *due <= now {
                 *due = now + every;
-                beats.push(Beat::Lease(name.clone(), node.metadata.uid.clone()));
+                beats.push(Beat::Lease(name.clone(), node.metadata.uid.clone(), kind));
             }
             let recently_sent = self
                 .status_sent
@@ -165,14 +182,14 @@ impl Heartbeats {
 
     async fn send(&self, beat: Beat) {
         let result = match &beat {
-            Beat::Lease(name, uid) => {
-                renew(&self.leases, name, uid.as_deref(), &self.settings).await
+            Beat::Lease(name, uid, kind) => {
+                lease_beat(&self.leases, name, uid.as_deref(), *kind, &self.settings).await
             }
             Beat::Status(name, condition) => report(&self.node_api, name, condition).await,
         };
         if let Err(e) = result {
             let (what, name) = match &beat {
-                Beat::Lease(n, _) => ("lease", n),
+                Beat::Lease(n, ..) => ("lease", n),
                 Beat::Status(n, _) => ("status", n),
             };
             tracing::warn!(node = %name, what, error = %e, "heartbeat failed");
@@ -229,25 +246,17 @@ async fn report(nodes: &Api<Node>, name: &str, condition: &NodeCondition) -> kub
         .map(|_| ())
 }
 
-/// Renews the node's Lease, creating it the first time (or after someone deleted it).
-async fn renew(
+/// Renews the node's Lease, or creates it: first for a new node (`LeaseBeat::Create`,
+/// renewing if it is there after all), else after a renewal found none.
+async fn lease_beat(
     leases: &Api<Lease>,
     node: &str,
     node_uid: Option<&str>,
+    kind: LeaseBeat,
     settings: &VirtualSettings,
 ) -> kube::Result<()> {
     let now = MicroTime(Timestamp::now());
-    let patch = SpecPatch {
-        spec: LeaseSpec {
-            renew_time: Some(now.clone()),
-            ..Default::default()
-        },
-    };
-    let renewed = leases
-        .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .ok_if_not_found()?;
-    if renewed.is_some() {
+    if kind == LeaseBeat::Renew && renew(leases, node, &now).await?.is_some() {
         return Ok(());
     }
     let lease = Lease {
@@ -269,15 +278,33 @@ async fn renew(
         spec: Some(LeaseSpec {
             holder_identity: Some(node.to_owned()),
             lease_duration_seconds: Some(settings.lease_duration.as_secs() as i32),
-            renew_time: Some(now),
+            renew_time: Some(now.clone()),
             ..Default::default()
         }),
     };
     match leases.create(&PostParams::default(), &lease).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.is_already_exists() => Ok(()),
+        // Made by an earlier process (a restart just after it), or the renewal raced it.
+        Err(kube::Error::Api(s)) if s.is_already_exists() => match kind {
+            LeaseBeat::Create => renew(leases, node, &now).await.map(|_| ()),
+            LeaseBeat::Renew => Ok(()),
+        },
         Err(e) => Err(e),
     }
+}
+
+/// Sets the Lease's `renewTime`; `None` when there is no Lease.
+async fn renew(leases: &Api<Lease>, node: &str, now: &MicroTime) -> kube::Result<Option<Lease>> {
+    let patch = SpecPatch {
+        spec: LeaseSpec {
+            renew_time: Some(now.clone()),
+            ..Default::default()
+        },
+    };
+    leases
+        .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .ok_if_not_found()
 }
 
 #[cfg(test)]
@@ -331,8 +358,8 @@ mod tests {
         let beats = schedule.due(&[&new, &old], t0, at(100), &settings());
         assert_eq!(
             beats,
-            [Beat::Lease("n".into(), None)],
-            "the old one waits its turn"
+            [Beat::Lease("n".into(), None, LeaseBeat::Create)],
+            "the old one waits its turn; the new one's Lease is made, not renewed"
         );
         // Within one interval the old one's Lease comes, the new one's not again.
         let later: Vec<Beat> = (1..=10)
@@ -341,7 +368,14 @@ mod tests {
                 schedule.due(&[&new, &old], now, at(100 + s as i64), &settings())
             })
             .collect();
-        assert_eq!(later, [Beat::Lease("old".into(), None)]);
+        assert_eq!(
+            later,
+            [Beat::Lease("old".into(), None, LeaseBeat::Renew)],
+            "a node found old has a Lease to renew"
+        );
+        // The new one's next beat is a renewal.
+        let next = schedule.due(&[&new], t0 + every, at(110), &settings());
+        assert_eq!(next, [Beat::Lease("n".into(), None, LeaseBeat::Renew)]);
     }
 
     #[test]
