@@ -1,8 +1,11 @@
 //! `make bench-scale`: the operators at scale on a fresh local control plane, measured
-//! by the API server itself. Two scenarios:
+//! by the API server itself. Three scenarios:
 //! - `pools`: nodepool-operator alone, N NodePools x 2 replicas;
 //! - `both`: both operators, N pools at 1 replica with N Autoscalers (1..6, target 100%),
-//!   then 3 pods of 1 cpu per pool on 2-cpu nodes (so 2 nodes per pool).
+//!   then 3 pods of 1 cpu per pool on 2-cpu nodes (so 2 nodes per pool);
+//! - `standing`: the N pools of `pools` are there before nodepool-operator starts (an
+//!   install on a cluster that has them, or a restart that lost every node), timed from
+//!   the process's start against the API server's own time for as many writes.
 //!
 //! Each run reports the time to converge after the last object was created, the mutating
 //! requests by verb and resource from `apiserver_request_total` (Leases and Events apart,
@@ -15,8 +18,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus, Pod, Taint};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::Store;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use serde::Serialize;
@@ -33,6 +38,7 @@ use crate::report::median;
 pub enum Scenario {
     Pools,
     Both,
+    Standing,
 }
 
 impl Scenario {
@@ -40,6 +46,24 @@ impl Scenario {
         match self {
             Scenario::Pools => "pools",
             Scenario::Both => "both",
+            Scenario::Standing => "standing",
+        }
+    }
+
+    /// The scenario named `name`.
+    pub fn parse(name: &str) -> Result<Self> {
+        Ok(match name {
+            "pools" => Scenario::Pools,
+            "both" => Scenario::Both,
+            "standing" => Scenario::Standing,
+            other => bail!("unknown scenario {other:?} (pools, both, standing)"),
+        })
+    }
+
+    fn operators(self) -> &'static [&'static str] {
+        match self {
+            Scenario::Pools | Scenario::Standing => &["nodepool-operator"],
+            Scenario::Both => &["nodepool-operator", "autoscaler-operator"],
         }
     }
 }
@@ -70,8 +94,12 @@ pub struct Run {
     pub scenario: Scenario,
     pub strategy: String,
     pub pools: usize,
-    /// Seconds from the last object created to the last pool converged.
+    /// Seconds from the last object created (with `standing`, from the operator's start)
+    /// to the last pool converged.
     pub converged_after_s: Option<f64>,
+    /// With `standing`: the API server's own seconds for as many writes as the minimum,
+    /// node creates from `parallel` writers at once.
+    pub api_server_s: Option<f64>,
     /// Mutating requests while converging, by `VERB resource`.
     pub converge_requests: BTreeMap<String, u64>,
     pub converge_total: u64,
@@ -95,6 +123,11 @@ pub struct Run {
 impl Run {
     pub fn ratio(&self) -> f64 {
         self.converge_total as f64 / self.minimum.max(1) as f64
+    }
+
+    /// Convergence against the API server's own time for the same number of writes.
+    pub fn time_ratio(&self) -> Option<f64> {
+        Some(self.converged_after_s? / self.api_server_s?)
     }
 }
 
@@ -122,17 +155,42 @@ pub async fn run(scenario: Scenario, strategy: &str, opts: &Options) -> Result<R
     ));
 
     let mut operators = Vec::new();
-    let names: &[&'static str] = match scenario {
-        Scenario::Pools => &["nodepool-operator"],
-        Scenario::Both => &["nodepool-operator", "autoscaler-operator"],
-    };
-    for name in names {
-        let dirs = (opts.bin_dir.as_path(), opts.log_dir.as_path());
-        operators.push(Process::start(name, strategy, &cp, dirs, scenario.name()).await?);
+    let dirs = (opts.bin_dir.as_path(), opts.log_dir.as_path());
+    if scenario != Scenario::Standing {
+        for name in scenario.operators() {
+            operators.push(Process::start(name, strategy, &cp, dirs, scenario.name()).await?);
+        }
     }
     let names: Vec<String> = (0..n).map(|i| format!("pool-{i:04}")).collect();
 
+    let mut api_server_s = None;
+    let mut since = None;
     let (created_by_bench, minimum, minimum_explained) = match scenario {
+        Scenario::Standing => {
+            create_all(&names, opts.parallel, |name| {
+                let api = pools_api.clone();
+                async move {
+                    api.create(&PostParams::default(), &fixtures::nodepool(&name, 2))
+                        .await
+                        .map(|_| ())
+                }
+            })
+            .await?;
+            let minimum = 3 * n as u64;
+            api_server_s = Some(api_server_time(&client, minimum as usize, opts.parallel).await?);
+            let before = apiserver_requests(&client).await?;
+            // Timed from the process's start: reading the caches and taking the lease
+            // are part of the catch-up.
+            since = Some(Instant::now());
+            for name in scenario.operators() {
+                operators.push(Process::start(name, strategy, &cp, dirs, scenario.name()).await?);
+            }
+            (
+                (before, vec![]),
+                minimum,
+                format!("{n} pools x (2 node creates + 1 status write)"),
+            )
+        }
         Scenario::Pools => {
             let before = apiserver_requests(&client).await?;
             create_all(&names, opts.parallel, |name| {
@@ -225,7 +283,7 @@ pub async fn run(scenario: Scenario, strategy: &str, opts: &Options) -> Result<R
             )
         }
     };
-    let last_created = Instant::now();
+    let last_created = since.unwrap_or_else(Instant::now);
     let (before, own) = created_by_bench;
     let progress = wait_converged(&pools, &autoscalers, scenario, n, 2, last_created, opts).await;
     let converged_after_s = progress
@@ -262,6 +320,7 @@ pub async fn run(scenario: Scenario, strategy: &str, opts: &Options) -> Result<R
         strategy: strategy.to_owned(),
         pools: n,
         converged_after_s,
+        api_server_s,
         converge_total: converge_requests.values().sum(),
         converge_requests,
         minimum,
@@ -274,6 +333,94 @@ pub async fn run(scenario: Scenario, strategy: &str, opts: &Options) -> Result<R
         operator_writes,
         progress: progress.unwrap_or_default(),
     })
+}
+
+/// The API server's own time for `count` writes, as node creates from `parallel` writers
+/// at once, each a node like a virtual node of a pool (but of no pool). They are deleted
+/// before it returns, and the deletion waited for.
+async fn api_server_time(client: &kube::Client, count: usize, parallel: usize) -> Result<f64> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let names: Vec<String> = (0..count).map(|i| format!("baseline-{i:05}")).collect();
+    let started = Instant::now();
+    create_all(&names, parallel, |name| {
+        let nodes = nodes.clone();
+        async move {
+            nodes
+                .create(&PostParams::default(), &baseline_node(&name))
+                .await
+                .map(|_| ())
+        }
+    })
+    .await?;
+    let took = started.elapsed().as_secs_f64();
+    let ours = ListParams::default().labels(BASELINE_LABEL);
+    nodes
+        .delete_collection(&DeleteParams::default(), &ours)
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !nodes
+        .list_metadata(&ours.clone().limit(1))
+        .await?
+        .items
+        .is_empty()
+    {
+        if Instant::now() > deadline {
+            bail!("the baseline's nodes were not gone after 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(took)
+}
+
+const BASELINE_LABEL: &str = "bench.nodepool.dev/baseline=true";
+
+/// A node shaped as a virtual node of a pool: labels, an annotation, a taint, capacity and
+/// a Ready condition; labelled as the baseline's, owned by no pool.
+fn baseline_node(name: &str) -> Node {
+    let (key, value) = BASELINE_LABEL.split_once('=').expect("a label");
+    let resources = BTreeMap::from([
+        ("cpu".to_owned(), Quantity("2".into())),
+        ("memory".to_owned(), Quantity("4Gi".into())),
+        ("pods".to_owned(), Quantity("110".into())),
+    ]);
+    let now = shared_crd::time::now();
+    Node {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(BTreeMap::from([
+                (key.to_owned(), value.to_owned()),
+                ("kubernetes.io/hostname".to_owned(), name.to_owned()),
+                ("type".to_owned(), "virtual".to_owned()),
+            ])),
+            annotations: Some(BTreeMap::from([(
+                "node.alpha.kubernetes.io/ttl".to_owned(),
+                "0".to_owned(),
+            )])),
+            ..Default::default()
+        },
+        spec: Some(NodeSpec {
+            taints: Some(vec![Taint {
+                key: "bench.nodepool.dev/baseline".into(),
+                effect: "NoSchedule".into(),
+                ..Default::default()
+            }]),
+            provider_id: Some(format!("virtual://{name}")),
+            ..Default::default()
+        }),
+        status: Some(NodeStatus {
+            capacity: Some(resources.clone()),
+            allocatable: Some(resources),
+            conditions: Some(vec![NodeCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                reason: Some("KubeletReady".into()),
+                last_heartbeat_time: Some(now.clone()),
+                last_transition_time: Some(now),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+    }
 }
 
 pub(crate) async fn create_all<F, Fut>(names: &[String], parallel: usize, create: F) -> Result<()>
@@ -312,7 +459,7 @@ async fn wait_converged(
                     && s.replicas == replicas
                     && s.observed_generation == p.metadata.generation
                     && find(&s.conditions, "Ready").is_some_and(|c| c.reason == "NodesReady");
-                let scaler_ok = scenario == Scenario::Pools
+                let scaler_ok = scenario != Scenario::Both
                     || autoscalers
                         .get(&kube::runtime::reflector::ObjectRef::new(
                             p.metadata.name.as_deref().unwrap_or_default(),
@@ -336,43 +483,7 @@ async fn wait_converged(
     }
 }
 
-/// `apiserver_request_total` by (verb, resource[/subresource]).
-pub(crate) async fn apiserver_requests(
-    client: &kube::Client,
-) -> Result<BTreeMap<(String, String), u64>> {
-    let req = http::Request::get("/metrics").body(Vec::new())?;
-    let text = client.request_text(req).await?;
-    Ok(parse_request_totals(&text))
-}
-
-/// Sums `apiserver_request_total` by verb and resource (with subresource).
-pub fn parse_request_totals(text: &str) -> BTreeMap<(String, String), u64> {
-    let mut out = BTreeMap::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
-            continue;
-        };
-        let Some((labels, value)) = rest.rsplit_once("} ") else {
-            continue;
-        };
-        let label = |name: &str| {
-            labels
-                .split("\",")
-                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
-                .map(|v| v.trim_end_matches('"').to_owned())
-                .unwrap_or_default()
-        };
-        let (resource, sub) = (label("resource"), label("subresource"));
-        let resource = if sub.is_empty() {
-            resource
-        } else {
-            format!("{resource}/{sub}")
-        };
-        let value: f64 = value.trim().parse().unwrap_or(0.0);
-        *out.entry((label("verb"), resource)).or_insert(0) += value as u64;
-    }
-    out
-}
+pub(crate) use test_support::requests::apiserver_requests;
 
 const MUTATING: [&str; 6] = [
     "POST",
@@ -541,7 +652,7 @@ pub fn table(runs: &[Run]) -> String {
             .push(r);
     }
     let mut out = String::from(
-        "scenario  strategy  pools  runs  converged_s  mutating  minimum  ratio  idle_mutating  idle_lease_writes  nodepool_cpu_s  nodepool_rss_mb  autoscaler_cpu_s  autoscaler_rss_mb\n",
+        "scenario  strategy  pools  runs  converged_s  mutating  minimum  ratio  idle_mutating  idle_lease_writes  nodepool_cpu_s  nodepool_rss_mb  autoscaler_cpu_s  autoscaler_rss_mb  api_server_s  time_ratio\n",
     );
     let med = |rs: &[&Run], f: &dyn Fn(&Run) -> Option<f64>| {
         median(rs.iter().filter_map(|r| f(r)).collect())
@@ -556,7 +667,7 @@ pub fn table(runs: &[Run]) -> String {
             }
         };
         out += &format!(
-            "{scenario:<9} {strategy:<9} {:<6} {:<5} {:<12} {:<9} {:<8} {:<6} {:<14} {:<18} {:<15} {:<16} {:<17} {}\n",
+            "{scenario:<9} {strategy:<9} {:<6} {:<5} {:<12} {:<9} {:<8} {:<6} {:<14} {:<18} {:<15} {:<16} {:<17} {:<18} {:<13} {}\n",
             rs[0].pools,
             rs.len(),
             med(rs, &|r| r.converged_after_s),
@@ -570,6 +681,9 @@ pub fn table(runs: &[Run]) -> String {
             med(rs, &cost("nodepool-operator", true)),
             med(rs, &cost("autoscaler-operator", false)),
             med(rs, &cost("autoscaler-operator", true)),
+            med(rs, &|r| r.api_server_s),
+            median(rs.iter().filter_map(|r| r.time_ratio()).collect())
+                .map_or("-".to_owned(), |v| format!("{v:.2}")),
         );
     }
     out
@@ -663,6 +777,7 @@ pub fn write_results(dir: &Path, runs: &[Run]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use test_support::requests::parse_request_totals;
 
     #[test]
     fn request_totals_are_summed_by_verb_and_resource_and_leases_are_apart() {

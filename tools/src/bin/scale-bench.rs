@@ -12,8 +12,9 @@ struct Cli {
     /// Pools per run.
     #[arg(long, default_value_t = 1000)]
     pools: usize,
-    /// Scenarios, in order: pools (nodepool-operator alone), both.
-    #[arg(long, value_delimiter = ',', default_value = "pools,both")]
+    /// Scenarios, in order: pools (nodepool-operator alone), both, standing (the pools
+    /// there before nodepool-operator starts).
+    #[arg(long, value_delimiter = ',', default_value = "pools,both,standing")]
     scenarios: Vec<String>,
     /// Conflict strategies, in order.
     #[arg(long, value_delimiter = ',', default_value = "apply,retry,lazy")]
@@ -48,11 +49,7 @@ async fn main() -> Result<()> {
     let mut runs = Vec::new();
     for _ in 0..cli.repeat.max(1) {
         for scenario in &cli.scenarios {
-            let scenario = match scenario.as_str() {
-                "pools" => Scenario::Pools,
-                "both" => Scenario::Both,
-                other => anyhow::bail!("unknown scenario {other:?} (pools, both)"),
-            };
+            let scenario = Scenario::parse(scenario)?;
             for strategy in &cli.strategies {
                 eprintln!(
                     "== {} / {strategy}: {} pools on a fresh control plane",
@@ -60,8 +57,14 @@ async fn main() -> Result<()> {
                     cli.pools
                 );
                 let run = scale::run(scenario, strategy, &opts).await?;
+                if let (Some(limit), Some(ratio)) = (run.api_server_s, run.time_ratio()) {
+                    eprintln!(
+                        "   the API server's own time for {} node creates, {} at once: {limit:.1} s; the operator took x{ratio:.2} of it from its start",
+                        run.minimum, cli.parallel
+                    );
+                }
                 eprintln!(
-                    "   converged {:?} s after the last create; {} mutating requests (minimum {}, ratio {:.2}); {} in {} s of idle (+{} Lease writes)",
+                    "   converged {:?} s after the last create (standing: after the start); {} mutating requests (minimum {}, ratio {:.2}); {} in {} s of idle (+{} Lease writes)",
                     run.converged_after_s.map(|s| (s * 10.0).round() / 10.0),
                     run.converge_total,
                     run.minimum,
