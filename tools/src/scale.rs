@@ -112,6 +112,10 @@ pub struct Run {
     pub idle_seconds: u64,
     /// Lease writes in the idle period (the node heartbeats).
     pub idle_lease_writes: u64,
+    /// Lease and Event writes while converging (each new node's Lease, the operators'
+    /// Events): not in `converge_total`, but the API server serves them too.
+    pub converge_lease_writes: u64,
+    pub converge_event_writes: u64,
     pub operators: BTreeMap<String, ProcessCost>,
     /// Each operator's own count of its writes (`<operator> <resource> <result>`), from
     /// its /metrics at the end: `written`, or not sent as `unchanged` / `expected`.
@@ -329,6 +333,8 @@ pub async fn run(scenario: Scenario, strategy: &str, opts: &Options) -> Result<R
         idle_requests,
         idle_seconds: opts.idle.as_secs(),
         idle_lease_writes,
+        converge_lease_writes: leases(&before, &after),
+        converge_event_writes: writes_of("events", &before, &after),
         operators: costs,
         operator_writes,
         progress: progress.unwrap_or_default(),
@@ -517,9 +523,18 @@ pub(crate) fn leases(
     before: &BTreeMap<(String, String), u64>,
     after: &BTreeMap<(String, String), u64>,
 ) -> u64 {
+    writes_of("leases", before, after)
+}
+
+/// Mutating requests on `resource` between two scrapes.
+fn writes_of(
+    resource: &str,
+    before: &BTreeMap<(String, String), u64>,
+    after: &BTreeMap<(String, String), u64>,
+) -> u64 {
     after
         .iter()
-        .filter(|((verb, resource), _)| resource == "leases" && MUTATING.contains(&verb.as_str()))
+        .filter(|((verb, r), _)| r == resource && MUTATING.contains(&verb.as_str()))
         .map(|(k, v)| v.saturating_sub(*before.get(k).unwrap_or(&0)))
         .sum()
 }
@@ -694,12 +709,14 @@ pub fn breakdown(runs: &[Run]) -> String {
     let mut out = String::new();
     for r in runs {
         out += &format!(
-            "{} / {}: converging {} (minimum {}: {}); idle {} s: {} (+{} Lease writes)\n",
+            "{} / {}: converging {} (minimum {}: {}; +{} Lease and {} Event writes); idle {} s: {} (+{} Lease writes)\n",
             r.scenario.name(),
             r.strategy,
             r.converge_total,
             r.minimum,
             r.minimum_explained,
+            r.converge_lease_writes,
+            r.converge_event_writes,
             r.idle_seconds,
             r.idle_total,
             r.idle_lease_writes
