@@ -171,15 +171,7 @@ pub async fn run(scenario: Scenario, strategy: &str, opts: &Options) -> Result<R
     let mut since = None;
     let (created_by_bench, minimum, minimum_explained) = match scenario {
         Scenario::Standing => {
-            create_all(&names, opts.parallel, |name| {
-                let api = pools_api.clone();
-                async move {
-                    api.create(&PostParams::default(), &fixtures::nodepool(&name, 2))
-                        .await
-                        .map(|_| ())
-                }
-            })
-            .await?;
+            create_pools(&pools_api, &names, 2, opts.parallel).await?;
             let minimum = 3 * n as u64;
             api_server_s = Some(api_server_time(&client, minimum as usize, opts.parallel).await?);
             let before = apiserver_requests(&client).await?;
@@ -197,15 +189,7 @@ pub async fn run(scenario: Scenario, strategy: &str, opts: &Options) -> Result<R
         }
         Scenario::Pools => {
             let before = apiserver_requests(&client).await?;
-            create_all(&names, opts.parallel, |name| {
-                let api = pools_api.clone();
-                async move {
-                    api.create(&PostParams::default(), &fixtures::nodepool(&name, 2))
-                        .await
-                        .map(|_| ())
-                }
-            })
-            .await?;
+            create_pools(&pools_api, &names, 2, opts.parallel).await?;
             (
                 (before, vec![("POST nodepools".to_owned(), n as u64)]),
                 3 * n as u64,
@@ -427,6 +411,24 @@ fn baseline_node(name: &str) -> Node {
             ..Default::default()
         }),
     }
+}
+
+/// Creates the pools `names`, of `replicas` each, `parallel` at once.
+async fn create_pools(
+    api: &Api<NodePool>,
+    names: &[String],
+    replicas: i32,
+    parallel: usize,
+) -> Result<()> {
+    create_all(names, parallel, |name| {
+        let api = api.clone();
+        async move {
+            api.create(&PostParams::default(), &fixtures::nodepool(&name, replicas))
+                .await
+                .map(|_| ())
+        }
+    })
+    .await
 }
 
 pub(crate) async fn create_all<F, Fut>(names: &[String], parallel: usize, create: F) -> Result<()>
@@ -794,24 +796,26 @@ pub fn write_results(dir: &Path, runs: &[Run]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use test_support::requests::parse_request_totals;
 
     #[test]
-    fn request_totals_are_summed_by_verb_and_resource_and_leases_are_apart() {
-        let text = r#"# HELP apiserver_request_total x
-apiserver_request_total{code="201",component="apiserver",contentType="application/json",dry_run="",group="",resource="nodes",scope="cluster",subresource="",verb="POST",version="v1"} 2000
-apiserver_request_total{code="409",component="apiserver",contentType="application/json",dry_run="",group="",resource="nodes",scope="cluster",subresource="",verb="POST",version="v1"} 3
-apiserver_request_total{code="200",component="apiserver",contentType="application/apply-patch+yaml",dry_run="",group="nodepool.dev",resource="nodepools",scope="cluster",subresource="status",verb="APPLY",version="v1alpha1"} 1000
-apiserver_request_total{code="200",component="apiserver",contentType="application/json",dry_run="",group="coordination.k8s.io",resource="leases",scope="namespace",subresource="",verb="PATCH",version="v1"} 500
-apiserver_request_total{code="200",component="apiserver",contentType="application/json",dry_run="",group="",resource="nodes",scope="cluster",subresource="",verb="LIST",version="v1"} 7
-"#;
-        let after = parse_request_totals(text);
-        assert_eq!(after[&("POST".into(), "nodes".into())], 2003);
+    fn mutating_requests_leave_reads_and_leases_apart() {
+        let after: BTreeMap<(String, String), u64> = [
+            ("POST", "nodes", 2003),
+            ("APPLY", "nodepools/status", 1000),
+            ("PATCH", "leases", 500),
+            ("POST", "events", 40),
+            ("LIST", "nodes", 7),
+        ]
+        .into_iter()
+        .map(|(verb, resource, n)| ((verb.to_owned(), resource.to_owned()), n))
+        .collect();
         let m = mutating(&BTreeMap::new(), &after);
         assert_eq!(m["POST nodes"], 2003);
         assert_eq!(m["APPLY nodepools/status"], 1000);
-        assert!(!m.contains_key("PATCH leases") && !m.keys().any(|k| k.starts_with("LIST")));
+        assert!(!m.contains_key("PATCH leases") && !m.contains_key("POST events"));
+        assert!(!m.keys().any(|k| k.starts_with("LIST")));
         assert_eq!(leases(&BTreeMap::new(), &after), 500);
+        assert_eq!(writes_of("events", &BTreeMap::new(), &after), 40);
         let mut later = after.clone();
         *later.get_mut(&("POST".into(), "nodes".into())).unwrap() += 5;
         assert_eq!(mutating(&after, &later)["POST nodes"], 5);
