@@ -199,7 +199,9 @@ impl Context {
             .window_seconds
             .max(policy::resolve(&behavior.scale_down, Direction::Down).window_seconds);
         let mut history = self.history.lock().expect("not poisoned");
-        if history.len() > self.caches.autoscalers.len() {
+        // The pace of an Autoscaler that never got to decide (blocked) is kept too.
+        let known = self.caches.autoscalers.len();
+        if history.len() > known || self.pacing().len() > known {
             let live: HashSet<String> = self
                 .caches
                 .autoscalers

@@ -73,8 +73,7 @@ impl Pacing {
         pace.first_undecided = None;
     }
 
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.by_uid.len()
     }
 
