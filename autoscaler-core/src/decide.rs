@@ -152,12 +152,18 @@ fn stabilize(input: &Inputs, decision: &mut Decision) {
     let up_window = policy::resolve(&behavior.scale_up, Direction::Up).window_seconds;
     let down_window = policy::resolve(&behavior.scale_down, Direction::Down).window_seconds;
     let recommendation = decision.recommendation;
+    let history = input.history;
+    // A recommendation is in force until the next one: decisions are made on change, so
+    // the last one before a window began (all of its second) held at its start. Without
+    // it, a drop after a quiet spell longer than the window would go through at once.
+    let in_force = |since: i64| history.iter().map(|r| r.at).filter(|&at| at <= since).max();
     let window = |seconds: i64| {
         let since = input.now - seconds;
-        input
-            .history
+        // A window of 0 s holds nothing: only this recommendation.
+        let held = (seconds > 0).then(|| in_force(since)).flatten();
+        history
             .iter()
-            .filter(move |r| r.at > since)
+            .filter(move |r| seconds > 0 && (r.at > since || Some(r.at) == held))
             .map(|r| r.replicas)
             .chain(std::iter::once(recommendation))
     };
@@ -172,13 +178,30 @@ fn stabilize(input: &Inputs, decision: &mut Decision) {
         current
     };
     if decision.desired != recommendation {
-        // A window holds the change back; it can move once the oldest entry ages out.
+        // A window holds the change back; it can move once the oldest entry ages out: an
+        // entry in the window `seconds` after it was made, the one in force at its start
+        // `seconds` after the next one (or this decision) replaced it.
         let oldest_in = |seconds: i64| {
-            input
-                .history
+            let since = input.now - seconds;
+            let held = (seconds > 0).then(|| in_force(since)).flatten();
+            let next_after = |at: i64| {
+                history
+                    .iter()
+                    .map(|r| r.at)
+                    .find(|&later| later > at)
+                    .unwrap_or(input.now)
+            };
+            history
                 .iter()
-                .filter(|r| r.at > input.now - seconds)
-                .map(|r| r.at + seconds - input.now)
+                .filter_map(|r| {
+                    if r.at > since {
+                        Some(r.at + seconds - input.now)
+                    } else if Some(r.at) == held {
+                        Some(next_after(r.at) + seconds - input.now)
+                    } else {
+                        None
+                    }
+                })
                 .min()
         };
         decision.recheck_in_seconds = if recommendation < current {
@@ -380,9 +403,38 @@ pub(crate) mod tests {
             Some(30),
             "re-check when the 4 ages out"
         );
-        // At t=161 the 4 is out of the window.
-        let d = run(&s, cpu(0.0), 4, &history, 161);
+        // The drop was recorded at t=130: from t=190 the window holds only what came after.
+        let recorded = [
+            history[0],
+            Recommendation {
+                at: 130,
+                replicas: 1,
+            },
+        ];
+        let d = run(&s, cpu(0.0), 4, &recorded, 161);
+        assert_eq!(d.desired, 4, "the 4 was in force until t=130");
+        assert_eq!(d.recheck_in_seconds, Some(29));
+        let d = run(&s, cpu(0.0), 4, &recorded, 190);
         assert_eq!(d.desired, 1);
+    }
+
+    #[test]
+    fn a_drop_after_a_quiet_spell_longer_than_the_window_still_waits_for_it() {
+        // 25 nodes asked for at t=0, then nothing changed (no decision) until t=100, when
+        // the demand is gone: the 25 held until now, so a 5 s window still holds it.
+        let mut s = spec(1, 30);
+        s.behavior.scale_down.stabilization_window_seconds = Some(5);
+        let history = [Recommendation {
+            at: 0,
+            replicas: 25,
+        }];
+        let d = run(&s, cpu(0.0), 25, &history, 100);
+        assert_eq!(d.desired, 25);
+        assert_eq!(
+            d.recheck_in_seconds,
+            Some(5),
+            "5 s after this decision replaces it"
+        );
     }
 
     #[test]
@@ -394,7 +446,16 @@ pub(crate) mod tests {
             replicas: 1,
         }];
         assert_eq!(run(&s, cpu(5.5), 1, &history, 110).desired, 1);
-        assert_eq!(run(&s, cpu(5.5), 1, &history, 131).desired, 4);
+        // The rise was recorded at t=110; the 1 was in force until then.
+        let recorded = [
+            history[0],
+            Recommendation {
+                at: 110,
+                replicas: 4,
+            },
+        ];
+        assert_eq!(run(&s, cpu(5.5), 1, &recorded, 131).desired, 1);
+        assert_eq!(run(&s, cpu(5.5), 1, &recorded, 140).desired, 4);
     }
 
     #[test]

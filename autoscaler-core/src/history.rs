@@ -54,7 +54,15 @@ impl History {
         };
         let keep = memory.keep;
         let recommendations = &mut memory.recommendations;
-        recommendations.retain(|r| r.at > now - keep.max(1));
+        // The windows read back `keep` seconds, and the last entry before that (all of its
+        // second): it was in force when they begin.
+        let cutoff = now - keep.max(1);
+        let held = recommendations
+            .iter()
+            .map(|r| r.at)
+            .filter(|&at| at <= cutoff)
+            .max();
+        recommendations.retain(|r| r.at > cutoff || Some(r.at) == held);
         let this_second = recommendations
             .iter()
             .rposition(|r| r.at != now)
@@ -125,8 +133,14 @@ mod tests {
         h.record("a", 6, 1);
         assert_eq!(
             h.recommendations("a", 5, 4, 6),
-            [at(3, 1), at(6, 1)],
-            "the entries of second 0 are older than the 5 s window"
+            [at(0, 2), at(0, 4), at(3, 1), at(6, 1)],
+            "second 0 is older than the 5 s window, but was in force when it began (t=1)"
+        );
+        h.record("a", 9, 1);
+        assert_eq!(
+            h.recommendations("a", 5, 4, 9),
+            [at(3, 1), at(6, 1), at(9, 1)],
+            "second 3 replaced it before the window began (t=4)"
         );
         h.record("b", 1, 1);
         assert_eq!(h.len(), 1, "nothing recorded for an Autoscaler never read");
