@@ -145,6 +145,43 @@ fn recommend(input: &Inputs) -> Decision {
     }
 }
 
+/// When the recommendations in force at `t` were made: the last at or before it.
+/// Decisions are made on change, so a recommendation holds until the next one.
+pub(crate) fn in_force_at(history: &[Recommendation], t: i64) -> Option<i64> {
+    history.iter().map(|r| r.at).filter(|&at| at <= t).max()
+}
+
+/// The entries of `history` (oldest first) that a window of `seconds` ending at `now`
+/// reads, each with when it ages out of that window: one made in it, `seconds` after it
+/// was made; the one in force when it began (the last before it, all of its second),
+/// `seconds` after the next one (or this decision, at `now`) replaced it. Without that
+/// one, a drop after a quiet spell longer than the window would go through at once. A
+/// window of 0 s reads none.
+fn counted_in(
+    history: &[Recommendation],
+    now: i64,
+    seconds: i64,
+) -> impl Iterator<Item = (&Recommendation, i64)> {
+    let since = now - seconds;
+    let held = (seconds > 0).then(|| in_force_at(history, since)).flatten();
+    let next_after = move |at: i64| {
+        history
+            .iter()
+            .map(|r| r.at)
+            .find(|&later| later > at)
+            .unwrap_or(now)
+    };
+    history.iter().filter_map(move |r| {
+        if seconds > 0 && r.at > since {
+            Some((r, r.at + seconds))
+        } else if Some(r.at) == held {
+            Some((r, next_after(r.at) + seconds))
+        } else {
+            None
+        }
+    })
+}
+
 /// The stabilization windows: from the current size, up to the lowest recommendation of
 /// the scale-up window, or down to the highest of the scale-down window.
 fn stabilize(input: &Inputs, decision: &mut Decision) {
@@ -152,19 +189,9 @@ fn stabilize(input: &Inputs, decision: &mut Decision) {
     let up_window = policy::resolve(&behavior.scale_up, Direction::Up).window_seconds;
     let down_window = policy::resolve(&behavior.scale_down, Direction::Down).window_seconds;
     let recommendation = decision.recommendation;
-    let history = input.history;
-    // A recommendation is in force until the next one: decisions are made on change, so
-    // the last one before a window began (all of its second) held at its start. Without
-    // it, a drop after a quiet spell longer than the window would go through at once.
-    let in_force = |since: i64| history.iter().map(|r| r.at).filter(|&at| at <= since).max();
     let window = |seconds: i64| {
-        let since = input.now - seconds;
-        // A window of 0 s holds nothing: only this recommendation.
-        let held = (seconds > 0).then(|| in_force(since)).flatten();
-        history
-            .iter()
-            .filter(move |r| seconds > 0 && (r.at > since || Some(r.at) == held))
-            .map(|r| r.replicas)
+        counted_in(input.history, input.now, seconds)
+            .map(|(r, _)| r.replicas)
             .chain(std::iter::once(recommendation))
     };
     let up_to = window(up_window).min().unwrap_or(recommendation);
@@ -178,30 +205,10 @@ fn stabilize(input: &Inputs, decision: &mut Decision) {
         current
     };
     if decision.desired != recommendation {
-        // A window holds the change back; it can move once the oldest entry ages out: an
-        // entry in the window `seconds` after it was made, the one in force at its start
-        // `seconds` after the next one (or this decision) replaced it.
+        // A window holds the change back; it can move once the oldest entry ages out.
         let oldest_in = |seconds: i64| {
-            let since = input.now - seconds;
-            let held = (seconds > 0).then(|| in_force(since)).flatten();
-            let next_after = |at: i64| {
-                history
-                    .iter()
-                    .map(|r| r.at)
-                    .find(|&later| later > at)
-                    .unwrap_or(input.now)
-            };
-            history
-                .iter()
-                .filter_map(|r| {
-                    if r.at > since {
-                        Some(r.at + seconds - input.now)
-                    } else if Some(r.at) == held {
-                        Some(next_after(r.at) + seconds - input.now)
-                    } else {
-                        None
-                    }
-                })
+            counted_in(input.history, input.now, seconds)
+                .map(|(_, ages_out)| ages_out - input.now)
                 .min()
         };
         decision.recheck_in_seconds = if recommendation < current {

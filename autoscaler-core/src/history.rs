@@ -4,7 +4,7 @@
 //! back, never starts one early.
 use std::collections::{HashMap, HashSet};
 
-use crate::decide::Recommendation;
+use crate::decide::{Recommendation, in_force_at};
 
 /// Past recommendations by Autoscaler uid.
 #[derive(Debug, Default)]
@@ -57,11 +57,7 @@ impl History {
         // The windows read back `keep` seconds, and the last entry before that (all of its
         // second): it was in force when they begin.
         let cutoff = now - keep.max(1);
-        let held = recommendations
-            .iter()
-            .map(|r| r.at)
-            .filter(|&at| at <= cutoff)
-            .max();
+        let held = in_force_at(recommendations, cutoff);
         recommendations.retain(|r| r.at > cutoff || Some(r.at) == held);
         let this_second = recommendations
             .iter()
