@@ -37,13 +37,7 @@ fn totals(text: &str, code: Option<u16>) -> BTreeMap<(String, String), u64> {
         let Some((labels, value)) = rest.rsplit_once("} ") else {
             continue;
         };
-        let label = |name: &str| {
-            labels
-                .split("\",")
-                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
-                .map(|v| v.trim_end_matches('"').to_owned())
-                .unwrap_or_default()
-        };
+        let label = |name: &str| label(labels, name);
         if code.is_some_and(|c| label("code") != c.to_string()) {
             continue;
         }
@@ -57,6 +51,16 @@ fn totals(text: &str, code: Option<u16>) -> BTreeMap<(String, String), u64> {
         *out.entry((label("verb"), resource)).or_insert(0) += value as u64;
     }
     out
+}
+
+/// The value of label `name` in the label set of one Prometheus sample (`a="x",b="y"`);
+/// empty when it has none.
+pub fn label(labels: &str, name: &str) -> String {
+    labels
+        .split("\",")
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
+        .map(|v| v.trim_end_matches('"').to_owned())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -624,13 +624,7 @@ pub(crate) fn own_writes(name: &str, text: &str) -> BTreeMap<String, u64> {
         else {
             continue;
         };
-        let label = |k: &str| {
-            labels
-                .split(',')
-                .find_map(|kv| kv.strip_prefix(&format!("{k}=\"")))
-                .map(|v| v.trim_end_matches('"').to_owned())
-                .unwrap_or_default()
-        };
+        let label = |k: &str| test_support::requests::label(labels, k);
         let count: f64 = value.trim().parse().unwrap_or(0.0);
         *out.entry(format!("{name} {} {}", label("resource"), label("result")))
             .or_insert(0) += count as u64;
@@ -820,5 +814,18 @@ mod tests {
         *later.get_mut(&("POST".into(), "nodes".into())).unwrap() += 5;
         assert_eq!(mutating(&after, &later)["POST nodes"], 5);
         assert_eq!(mutating(&after, &later).len(), 1);
+    }
+
+    #[test]
+    fn an_operators_own_writes_are_summed_by_resource_and_result() {
+        let text = r#"# TYPE nodepool_operator_writes_total counter
+nodepool_operator_writes_total{resource="nodepools/status",strategy="apply",result="written"} 1000
+nodepool_operator_writes_total{resource="nodepools/status",strategy="apply",result="unchanged"} 7
+nodepool_operator_reconciles_total{controller="nodepool"} 9
+"#;
+        let writes = own_writes("nodepool-operator", text);
+        assert_eq!(writes.len(), 2);
+        assert_eq!(writes["nodepool-operator nodepools/status written"], 1000);
+        assert_eq!(writes["nodepool-operator nodepools/status unchanged"], 7);
     }
 }
