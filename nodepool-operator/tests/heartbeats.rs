@@ -1,6 +1,7 @@
 //! Heartbeats as the kubelet does them: each virtual node's Lease is made with one
-//! request and renewed while the Node itself is not written; and a condition another manager owns on a NodePool is
-//! never taken over or removed. Own binary: Lease renewals every second.
+//! request and renewed while the Node itself is not written; and a condition another
+//! manager owns on a NodePool is never taken over or removed. Own binary: Lease renewals
+//! every second.
 mod support;
 
 use std::time::Duration;
